@@ -1,0 +1,26 @@
+# The README's two commands: `make demo` (the main job on a bundled default) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= demo-output
+
+.PHONY: install demo test clean
+
+install: $(VENV)/.installed
+
+# Re-install when the package definition or the pins change; the native library is built here.
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt $(shell find plugins -type f 2>/dev/null)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/vmddpm-deploy init --preset tiny --seed 0 --force -o $(DEMO)/ckpt.pt
+	$(BIN)/vmddpm-deploy sample $(DEMO)/ckpt.pt --n 8 --sampler ddim --steps 20 --out $(DEMO)/samples
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(DEMO) build

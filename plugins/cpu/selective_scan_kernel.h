@@ -1,0 +1,232 @@
+// The CPU selective scan, written once and compiled once per instruction set.
+//
+// Each selective_scan_<isa>.cpp defines VMDDPM_SIMD_LANES (floats per vector register), is
+// compiled with that instruction set's flags, and wraps run_selective_scan() in an entry point
+// that the dispatcher (selective_scan_cpu.cpp) picks at run time from the CPU's features.
+// Everything here has internal linkage: were an inline helper shared, the linker could keep
+// its AVX-512 copy for the baseline path too and crash CPUs without AVX-512. For the same
+// reason this file includes no C++ library header that defines inline functions.
+//
+// Layout of the work: one SIMD lane per channel. A group of VMDDPM_SIMD_LANES channels of one
+// route shares that route's B and C, so B[n, l] and C[n, l] are scalars broadcast to all lanes
+// and y = C.h needs no horizontal sum; every state count N works, and for N = 16 the state
+// stays in registers. Groups are independent, so threads split (batch, route, group) items.
+// Along L the group walks chunks of kChunk steps: a chunk's inputs are widened to fp32 and
+// transposed to [step][lane] in a small per-thread buffer that lives in L1.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "../abi/problem.h"
+#include "half_convert.h"
+#include "vector_math.h"
+#include "vmddpm/ops.h"
+
+namespace vmddpm::cpu {
+namespace {
+
+constexpr int kChunk = 64;
+constexpr int64_t kMinWorkForThreads = 1 << 16;  // below this, waking threads costs more
+
+// Per-thread fp32 staging buffers, each 64-byte aligned for vector loads.
+struct ScanScratch {
+  float* u;        // [kChunk][kLanes]
+  float* dt;       // [kChunk][kLanes]
+  float* y;        // [kChunk][kLanes]
+  float* B;        // [state][kChunk]
+  float* C;        // [state][kChunk]
+  float* A;        // [state][kLanes]
+  float* h;        // [state][kLanes], used when the state count is not a template constant
+  void* block;
+};
+
+inline int64_t round_up(int64_t value, int64_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+inline bool allocate_scratch(ScanScratch& scratch, int64_t state) {
+  const int64_t lanes_chunk = round_up(kChunk * kLanes, 16);
+  const int64_t state_chunk = round_up(state * kChunk, 16);
+  const int64_t state_lanes = round_up(state * kLanes, 16);
+  const int64_t floats = 3 * lanes_chunk + 2 * state_chunk + 2 * state_lanes;
+  float* block = static_cast<float*>(std::aligned_alloc(64, floats * sizeof(float)));
+  if (block == nullptr) return false;
+  scratch.block = block;
+  scratch.u = block;
+  scratch.dt = scratch.u + lanes_chunk;
+  scratch.y = scratch.dt + lanes_chunk;
+  scratch.B = scratch.y + lanes_chunk;
+  scratch.C = scratch.B + state_chunk;
+  scratch.A = scratch.C + state_chunk;
+  scratch.h = scratch.A + state_lanes;
+  return true;
+}
+
+// The recurrence over one staged chunk. kState > 0 fixes N at compile time so that h and A
+// live in registers; kState == 0 reads N from `state` and keeps h in the scratch buffer.
+// B and C hold the chunk's rows of the route: B[n * bc_stride + t].
+template <int kState>
+inline void scan_chunk(const ScanScratch& s, const float* B, const float* C, int64_t bc_stride,
+                       int64_t state, int steps, vfloat D_lanes, vfloat* h_registers) {
+  const int64_t n_count = kState > 0 ? kState : state;
+  vfloat A_registers[kState > 0 ? kState : 1];
+  if (kState > 0) {
+    for (int n = 0; n < kState; ++n) A_registers[n] = load(s.A + n * kLanes);
+  }
+  for (int t = 0; t < steps; ++t) {
+    const vfloat dt = load(s.dt + t * kLanes);
+    const vfloat u = load(s.u + t * kLanes);
+    const vfloat dt_u = dt * u;
+    vfloat y = splat(0.0f);
+#pragma GCC unroll 16
+    for (int64_t n = 0; n < n_count; ++n) {
+      const vfloat A = kState > 0 ? A_registers[n] : load(s.A + n * kLanes);
+      vfloat h = kState > 0 ? h_registers[n] : load(s.h + n * kLanes);
+      h = exp2_approx(dt * A) * h + dt_u * B[n * bc_stride + t];
+      y += h * C[n * bc_stride + t];
+      if (kState > 0) {
+        h_registers[n] = h;
+      } else {
+        store(s.h + n * kLanes, h);
+      }
+    }
+    store(s.y + t * kLanes, y + D_lanes * u);
+  }
+}
+
+// Scans channels first_channel .. first_channel+lanes-1 (all in `route`) of batch row `b`.
+template <typename Io, int kState>
+void scan_group(const SelectiveScanProblem& p, const ScanScratch& s, int64_t b, int64_t route,
+                int64_t first_channel, int lanes) {
+  using Storage = typename Io::Storage;
+  const auto* u = static_cast<const Storage*>(p.u);
+  const auto* delta = static_cast<const Storage*>(p.delta);
+  const auto* B = static_cast<const Storage*>(p.B);
+  const auto* C = static_cast<const Storage*>(p.C);
+  auto* y = static_cast<Storage*>(p.y);
+  const int64_t N = p.state;
+  const int64_t L = p.length;
+
+  // Lanes past `lanes` (the route's last, partial group) scan u = 0 with A = 0, so their h
+  // stays 0, and are never written back: the hot loop needs no masks.
+  alignas(64) float D_array[kLanes];
+  alignas(64) float bias_array[kLanes];
+  for (int lane = 0; lane < kLanes; ++lane) {
+    const bool active = lane < lanes;
+    D_array[lane] = active ? p.D[first_channel + lane] : 0.0f;
+    bias_array[lane] = active ? p.delta_bias[first_channel + lane] : 0.0f;
+    for (int64_t n = 0; n < N; ++n) {
+      // Staged as A*log2(e): the recurrence then needs exp2(dt*A') = exp(dt*A), one multiply
+      // fewer per state and step (the same rewrite mamba-ssm's CUDA kernel uses).
+      s.A[n * kLanes + lane] =
+          active ? p.A[(first_channel + lane) * N + n] * 1.44269504088896341f : 0.0f;
+      s.h[n * kLanes + lane] = 0.0f;
+    }
+  }
+  if (lanes < kLanes) {
+    for (int i = 0; i < kChunk * kLanes; ++i) s.u[i] = s.dt[i] = 0.0f;
+  }
+  const vfloat D_lanes = load(D_array);
+  const vfloat bias_lanes = load(bias_array);
+  vfloat h_registers[kState > 0 ? kState : 1];
+  for (auto& h : h_registers) h = splat(0.0f);
+
+  for (int64_t l0 = 0; l0 < L; l0 += kChunk) {
+    const int steps = static_cast<int>(L - l0 < kChunk ? L - l0 : kChunk);
+    for (int lane = 0; lane < lanes; ++lane) {
+      const int64_t row = ((b * p.channels) + first_channel + lane) * L + l0;
+      for (int t = 0; t < steps; ++t) {
+        s.u[t * kLanes + lane] = Io::to_float(u[row + t]);
+        s.dt[t * kLanes + lane] = Io::to_float(delta[row + t]);
+      }
+    }
+    // fp32 B and C are read in place (each group reads a route's rows once per chunk);
+    // other dtypes are widened into the scratch rows first.
+    const int64_t bc_offset = (b * p.routes + route) * N * L + l0;
+    const float* B_rows = s.B;
+    const float* C_rows = s.C;
+    int64_t bc_stride = kChunk;
+    if constexpr (sizeof(Storage) == sizeof(float)) {
+      B_rows = reinterpret_cast<const float*>(B) + bc_offset;
+      C_rows = reinterpret_cast<const float*>(C) + bc_offset;
+      bc_stride = L;
+    } else {
+      for (int64_t n = 0; n < N; ++n) {
+        for (int t = 0; t < steps; ++t) {
+          s.B[n * kChunk + t] = Io::to_float(B[bc_offset + n * L + t]);
+          s.C[n * kChunk + t] = Io::to_float(C[bc_offset + n * L + t]);
+        }
+      }
+    }
+    for (int t = 0; t < steps; ++t) {
+      const vfloat dt = load(s.dt + t * kLanes) + bias_lanes;
+      store(s.dt + t * kLanes, p.delta_softplus ? softplus(dt) : dt);
+    }
+    scan_chunk<kState>(s, B_rows, C_rows, bc_stride, N, steps, D_lanes, h_registers);
+    for (int lane = 0; lane < lanes; ++lane) {
+      const int64_t row = ((b * p.channels) + first_channel + lane) * L + l0;
+      for (int t = 0; t < steps; ++t) y[row + t] = Io::from_float(s.y[t * kLanes + lane]);
+    }
+  }
+}
+
+template <typename Io, int kState>
+int scan_all_groups(const SelectiveScanProblem& p) {
+  const int64_t dim = p.channels / p.routes;
+  const int64_t groups_per_route = (dim + kLanes - 1) / kLanes;
+  const int64_t items = p.batch * p.routes * groups_per_route;
+  const bool use_threads =
+      items > 1 && p.batch * p.channels * p.length * p.state >= kMinWorkForThreads;
+  bool out_of_memory = false;
+
+#pragma omp parallel if (use_threads)
+  {
+    ScanScratch scratch{};
+    const bool allocated = allocate_scratch(scratch, p.state);
+    if (!allocated) {
+#pragma omp atomic write
+      out_of_memory = true;
+    }
+    // Every thread must reach the worksharing loop or none may: decide together.
+#pragma omp barrier
+    bool any_failed;
+#pragma omp atomic read
+    any_failed = out_of_memory;
+    if (!any_failed) {
+#pragma omp for schedule(static)
+      for (int64_t item = 0; item < items; ++item) {
+        const int64_t group = item % groups_per_route;
+        const int64_t route = (item / groups_per_route) % p.routes;
+        const int64_t b = item / (groups_per_route * p.routes);
+        const int64_t first_in_route = group * kLanes;
+        const int lanes =
+            static_cast<int>(dim - first_in_route < kLanes ? dim - first_in_route : kLanes);
+        scan_group<Io, kState>(p, scratch, b, route, route * dim + first_in_route, lanes);
+      }
+    }
+    if (allocated) std::free(scratch.block);
+  }
+  return out_of_memory ? VMDDPM_ERROR_OUT_OF_MEMORY : VMDDPM_OK;
+}
+
+template <typename Io>
+int scan_typed(const SelectiveScanProblem& p) {
+  // N = 16 is the model's state size (VMamba's d_state); other sizes take the generic loop.
+  return p.state == 16 ? scan_all_groups<Io, 16>(p) : scan_all_groups<Io, 0>(p);
+}
+
+// Runs a validated problem; returns VMDDPM_OK or VMDDPM_ERROR_OUT_OF_MEMORY.
+int run_selective_scan(const SelectiveScanProblem& p) {
+  switch (p.dtype) {
+    case VMDDPM_DTYPE_FLOAT16:
+      return scan_typed<Float16Io>(p);
+    case VMDDPM_DTYPE_BFLOAT16:
+      return scan_typed<BFloat16Io>(p);
+    default:
+      return scan_typed<Float32Io>(p);
+  }
+}
+
+}  // namespace
+}  // namespace vmddpm::cpu

@@ -1,0 +1,113 @@
+"""What every sampler offers, the loop that drives one, and the factory that names them.
+
+A sampler is immutable: it holds the timesteps and per-step coefficients it derived from the
+schedule, nothing about a run. What a multistep method must remember between steps (DPM-Solver++
+2M's previous data prediction) is the ``history`` value :func:`run_sampler` threads from one
+``step`` to the next, so one sampler object can drive any number of runs, concurrently too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from vmddpm_deploy.diffusion.ddim import DDIMSampler
+from vmddpm_deploy.diffusion.ddpm import DDPMSampler
+from vmddpm_deploy.diffusion.dpm_solver import DPMSolverPP2MSampler
+from vmddpm_deploy.diffusion.schedule import NoiseSchedule
+from vmddpm_deploy.errors import InvalidArgumentError
+from vmddpm_deploy.runtime import Denoiser
+
+SAMPLER_NAMES = ("ddpm", "ddim", "dpm-solver++")
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A reverse-process discretisation over a fixed list of timesteps."""
+
+    @property
+    def timesteps(self) -> tuple[int, ...]:
+        """The training timestep the denoiser sees at each step, in sampling order (descending)."""
+        ...
+
+    def needs_noise(self, k: int) -> bool:
+        """Whether step ``k`` adds fresh Gaussian noise (so the loop must fetch it)."""
+        ...
+
+    def step(
+        self,
+        k: int,
+        x: torch.Tensor,
+        eps: torch.Tensor,
+        noise: torch.Tensor | None,
+        history: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` at ``timesteps[k]`` and the denoiser's ``eps`` there -> (next ``x``, next ``history``).
+
+        ``noise`` is standard normal like ``x`` when ``needs_noise(k)``, else ``None``;
+        ``history`` is ``None`` at ``k = 0`` and otherwise what step ``k - 1`` returned. Inputs
+        are not modified. The arithmetic runs in ``x``'s dtype on ``x``'s device.
+        """
+        ...
+
+
+def run_sampler(
+    sampler: Sampler,
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    step_noise: Callable[[int], torch.Tensor],
+    callback: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Denoise ``x_T`` (batch, C, H, W) into ``x_0`` with ``len(sampler.timesteps)`` denoiser calls.
+
+    ``step_noise(k)`` supplies step ``k``'s noise, shaped like ``x_T``; it is called only for
+    steps that use noise, so a deterministic sampler never asks. ``callback(k, total)`` runs
+    after step ``k`` (0-based) of ``total``. ``x_T`` is left untouched.
+    """
+    timesteps = sampler.timesteps
+    total = len(timesteps)
+    batch = x_T.shape[0]
+    # One (steps, batch) table per run: each row is a contiguous (batch,) int64 view, so no
+    # step allocates or copies its t to the device.
+    t_table = torch.tensor(timesteps, dtype=torch.int64, device=x_T.device).repeat_interleave(batch).view(total, batch)
+    x, history = x_T, None
+    with torch.no_grad():
+        for k in range(total):
+            eps = denoiser(x, t_table[k])
+            noise = step_noise(k).to(device=x.device, dtype=x.dtype) if sampler.needs_noise(k) else None
+            x, history = sampler.step(k, x, eps, noise, history)
+            if callback is not None:
+                callback(k, total)
+    return x
+
+
+def make_sampler(
+    name: str,
+    schedule: NoiseSchedule,
+    steps: int,
+    eta: float = 0.0,
+    spacing: str | None = None,
+) -> Sampler:
+    """The sampler called ``name`` ("ddpm", "ddim" or "dpm-solver++") over ``steps`` timesteps.
+
+    ``spacing`` (``leading``, ``trailing``, ``linspace``) picks the timesteps; ``None`` takes
+    diffusers' default for that sampler (``leading`` for DDPM and DDIM, ``linspace`` for
+    DPM-Solver++). ``eta`` is DDIM's stochasticity and must stay 0 for the other two: DDPM's
+    noise is fixed by its posterior and DPM-Solver++ 2M is a deterministic ODE solver.
+    Raises InvalidArgumentError on anything out of range.
+    """
+    if name not in SAMPLER_NAMES:
+        raise InvalidArgumentError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_NAMES)}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or math.isnan(eta):
+        raise InvalidArgumentError(f"eta must be a number, got {eta!r}")
+    if name != "ddim" and eta != 0.0:
+        raise InvalidArgumentError(f"eta applies to ddim only; drop it for {name}")
+    options = {} if spacing is None else {"spacing": spacing}
+    if name == "ddpm":
+        return DDPMSampler(schedule, steps, **options)
+    if name == "ddim":
+        return DDIMSampler(schedule, steps, eta=float(eta), **options)
+    return DPMSolverPP2MSampler(schedule, steps, **options)

@@ -1,0 +1,44 @@
+"""Failure families of vmddpm-deploy.
+
+Every error a user can cause or meet raises one of these. The CLI prints ``str(error)`` as one
+line (``error: ...``) and exits with the family's ``exit_code``; no traceback reaches the user.
+Messages say what is wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class VmddpmError(Exception):
+    """Base of every expected failure; ``exit_code`` is what the CLI returns for it."""
+
+    exit_code = 1
+
+
+class InvalidArgumentError(VmddpmError):
+    """A command-line or API argument is out of range or inconsistent (e.g. ``--n 0``)."""
+
+    exit_code = 2
+
+
+class ConfigError(VmddpmError):
+    """A model or schedule configuration is invalid (unknown preset, scan order, field)."""
+
+    exit_code = 3
+
+
+class CheckpointError(VmddpmError):
+    """A checkpoint is missing, not a checkpoint, of an unknown format, or mismatched."""
+
+    exit_code = 4
+
+
+class OutputError(VmddpmError):
+    """An output location cannot be written (exists as a file, not writable, disk full)."""
+
+    exit_code = 5
+
+
+class NativeOpsError(VmddpmError):
+    """The native kernel library is missing, failed to load, or rejected a call."""
+
+    exit_code = 6

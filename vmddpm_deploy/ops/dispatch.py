@@ -1,0 +1,40 @@
+"""Which kernels run an op call: native when built for the tensor's device, else reference.
+
+``VMDDPM_OPS=reference`` or ``VMDDPM_OPS=native`` forces one implementation (forcing native
+where it is not available is an error, not a silent fallback).
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import torch
+
+from vmddpm_deploy.errors import ConfigError, NativeOpsError
+from vmddpm_deploy.ops.reference import cross_merge_ref, cross_scan_ref, selective_scan_ref
+
+#: The pure-PyTorch oracle, always available.
+REFERENCE = SimpleNamespace(
+    name="reference",
+    selective_scan=selective_scan_ref,
+    cross_scan=cross_scan_ref,
+    cross_merge=cross_merge_ref,
+)
+
+_CHOICES = ("auto", "reference", "native")
+
+
+def requested() -> str:
+    """The implementation asked for through ``VMDDPM_OPS`` (``auto`` when unset)."""
+    choice = os.environ.get("VMDDPM_OPS", "auto").strip().lower() or "auto"
+    if choice not in _CHOICES:
+        raise ConfigError(f"VMDDPM_OPS={choice!r} is not one of {', '.join(_CHOICES)}")
+    return choice
+
+
+def kernels_for(tensor: torch.Tensor) -> SimpleNamespace:
+    """The kernel set that runs ops on ``tensor``'s device."""
+    if requested() == "native":
+        raise NativeOpsError("VMDDPM_OPS=native but this build has no native kernels; unset VMDDPM_OPS")
+    return REFERENCE

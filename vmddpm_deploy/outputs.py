@@ -1,0 +1,73 @@
+"""Writing generated images: 16-bit PNG (one file per sample) and NPZ.
+
+Images arrive as float arrays in [-1, 1] and are stored as uint16 (0..65535), the bit depth of
+medical modalities. Every file is written under a temporary name and renamed into place, so a
+crash never leaves a truncated file under a final name.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from vmddpm_deploy.atomic_write import write_atomic
+from vmddpm_deploy.errors import OutputError
+
+#: PNG colour types by channel count: grey, grey+alpha, RGB, RGBA.
+_PNG_COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}
+
+
+def to_uint16(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] floats -> uint16, clipping out-of-range values."""
+    scaled = (np.clip(images, -1.0, 1.0) + 1.0) * (65535.0 / 2.0)
+    return np.rint(scaled).astype(np.uint16)
+
+
+def encode_png16(image: np.ndarray) -> bytes:
+    """Encode a (C, H, W) uint16 image (C in 1..4) as a 16-bit PNG.
+
+    Written by hand because Pillow cannot write 16-bit images with more than one channel.
+    """
+    channels, height, width = image.shape
+    if channels not in _PNG_COLOUR_TYPE:
+        raise OutputError(f"PNG holds 1 to 4 channels, the model makes {channels}; use --format npz")
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    # Rows are big-endian samples, interleaved per pixel, each row led by filter type 0.
+    rows = np.ascontiguousarray(image.transpose(1, 2, 0), dtype=">u2").reshape(height, width * channels)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows.view(np.uint8)], axis=1).tobytes()
+    header = struct.pack(">IIBBBBB", width, height, 16, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def prepare_output_dir(path: Path) -> None:
+    """Create ``path`` (and parents) or explain why it cannot be used."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output path {path} exists and is not a directory; choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"output directory {path} is not writable")
+
+
+def png_name(index: int, total: int) -> str:
+    """Zero-padded file name, so a directory listing sorts in sample order."""
+    return f"{index:0{max(5, len(str(max(total - 1, 0))))}d}.png"
+
+
+def write_png16(path: Path, image: np.ndarray) -> None:
+    png = encode_png16(image)
+    write_atomic(path, lambda handle: handle.write(png))
+
+
+def write_npz(path: Path, indices: np.ndarray, images: np.ndarray) -> None:
+    """One NPZ with ``indices (n,)`` and ``images (n, C, H, W) uint16``."""
+    write_atomic(path, lambda handle: np.savez(handle, indices=indices, images=images))

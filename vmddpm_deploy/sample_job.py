@@ -1,0 +1,241 @@
+"""A sampling job on disk: which indices to make, where they go, and how to resume.
+
+Layout of an output directory (one shard ``I/N`` of a job; ``N = 1`` without ``--shard``)::
+
+    00000.png, 00001.png, ...         png: one 16-bit PNG per sample, written atomically
+    .parts/00000-00015.npz, ...       npz: one part per batch, merged into samples.npz at the end
+    samples.npz                       npz: ``indices (n,)``, ``images (n, C, H, W) uint16``
+    progress[.shard-I-of-N].json      settings + done indices, rewritten after every batch
+    samples[.shard-I-of-N].json       written once the shard is complete: settings, timings
+
+A shard takes the indices ``i`` with ``i % N == I``; shards of one job may share a directory.
+``progress.json`` is only trusted together with the files it lists, so a kill at any moment
+leaves a directory that ``--resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from vmddpm_deploy.atomic_write import write_atomic
+from vmddpm_deploy.diffusion import Sampler
+from vmddpm_deploy.errors import InvalidArgumentError, OutputError
+from vmddpm_deploy.outputs import png_name, prepare_output_dir, to_uint16, write_npz, write_png16
+from vmddpm_deploy.runtime import Denoiser
+from vmddpm_deploy.sampling import CallTimer, generate
+
+PROGRESS_FORMAT = "vmddpm-deploy-samples/1"
+IMAGE_FORMATS = ("png", "npz")
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match:
+            raise InvalidArgumentError(f"--shard must look like I/N (e.g. 0/4), got {text!r}")
+        index, count = int(match[1]), int(match[2])
+        if count < 1 or not 0 <= index < count:
+            raise InvalidArgumentError(f"--shard {text}: need 0 <= I < N")
+        return cls(index, count)
+
+    def indices(self, n: int) -> range:
+        return range(self.index, n, self.count)
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.count == 1 else f".shard-{self.index}-of-{self.count}"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Everything that determines the images; ``--resume`` refuses if any of it changed."""
+
+    source_sha256: str
+    n: int
+    sampler: str
+    steps: int
+    eta: float
+    seed: int
+    image_format: str
+    shard: Shard
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["shard"] = f"{self.shard.index}/{self.shard.count}"
+        return data
+
+
+class SampleJob:
+    """The output directory of one shard: what is done, what is left, and the writers."""
+
+    def __init__(self, out: Path, settings: JobSettings, resume: bool):
+        if settings.image_format not in IMAGE_FORMATS:
+            raise InvalidArgumentError(f"unknown image format {settings.image_format!r}")
+        self.out = out
+        self.settings = settings
+        self.progress_path = out / f"progress{settings.shard.suffix}.json"
+        self.summary_path = out / f"samples{settings.shard.suffix}.json"
+        self.parts_dir = out / ".parts"
+        self.done: set[int] = self._resumed_indices() if resume else self._fresh()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vmddpm-writer")
+        self._pending: list[Future] = []
+
+    # -- starting -------------------------------------------------------------------------
+    def _fresh(self) -> set[int]:
+        if self.progress_path.exists() or self.summary_path.exists():
+            raise OutputError(
+                f"{self.out} already holds this shard's samples; pass --resume to continue "
+                f"or choose another --out"
+            )
+        prepare_output_dir(self.out)
+        return set()
+
+    def _resumed_indices(self) -> set[int]:
+        if not self.progress_path.exists():
+            prepare_output_dir(self.out)
+            return set()  # nothing to resume: start, as a fresh run would
+        try:
+            progress = json.loads(self.progress_path.read_text())
+            recorded, done = progress["settings"], progress["done"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise OutputError(f"{self.progress_path} is unreadable ({exc}); remove it to start over") from None
+        if progress.get("format") != PROGRESS_FORMAT:
+            raise OutputError(f"{self.progress_path} is not a {PROGRESS_FORMAT} progress file")
+        wanted = self.settings.to_dict()
+        changed = sorted(key for key in wanted if recorded.get(key) != wanted[key])
+        if changed:
+            first = changed[0]
+            raise InvalidArgumentError(
+                f"--resume with different settings: {first} was {recorded.get(first)!r}, now "
+                f"{wanted[first]!r}; use the original settings or another --out"
+            )
+        # Trust an index only when its image is really on disk.
+        return {i for i in done if self._image_exists(int(i))}
+
+    def _image_exists(self, index: int) -> bool:
+        if self.settings.image_format == "png":
+            return (self.out / png_name(index, self.settings.n)).exists()
+        return any(index in part_indices for part_indices in self._parts().values())
+
+    def _parts(self) -> dict[Path, set[int]]:
+        if not self.parts_dir.exists():
+            return {}
+        parts = {}
+        for path in sorted(self.parts_dir.glob("*.npz")):
+            with np.load(path) as data:
+                parts[path] = set(data["indices"].tolist())
+        return parts
+
+    # -- running ----------------------------------------------------------------------------
+    @property
+    def todo(self) -> list[int]:
+        return [i for i in self.settings.shard.indices(self.settings.n) if i not in self.done]
+
+    def submit(self, indices: list[int], x0: np.ndarray) -> None:
+        """Write a batch in the background; its indices count as done once it is on disk."""
+        self._raise_writer_errors()
+        images = to_uint16(x0)
+        self._pending.append(self._writer.submit(self._write_batch, list(indices), images))
+
+    def _write_batch(self, indices: list[int], images: np.ndarray) -> None:
+        if self.settings.image_format == "png":
+            for index, image in zip(indices, images):
+                write_png16(self.out / png_name(index, self.settings.n), image)
+        else:
+            self.parts_dir.mkdir(exist_ok=True)
+            write_npz(self.parts_dir / f"{indices[0]:05d}-{indices[-1]:05d}.npz", np.asarray(indices), images)
+        self.done.update(indices)
+        self._write_progress()
+
+    def _write_progress(self) -> None:
+        payload = {"format": PROGRESS_FORMAT, "settings": self.settings.to_dict(), "done": sorted(self.done)}
+        data = json.dumps(payload).encode()
+        write_atomic(self.progress_path, lambda handle: handle.write(data))
+
+    def _raise_writer_errors(self) -> None:
+        finished = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for future in finished:
+            future.result()  # re-raises OutputError (e.g. disk full) in the sampling thread
+
+    def close(self) -> None:
+        """Wait for every pending write (also on Ctrl-C, so the directory stays consistent)."""
+        self._writer.shutdown(wait=True)
+        for future in self._pending:
+            future.result()
+        self._pending = []
+
+    def finish(self, summary: dict[str, Any]) -> Path:
+        """After the last batch: merge npz parts and write the shard's summary."""
+        self.close()
+        if self.settings.image_format == "npz":
+            self._merge_parts()
+        payload = {"format": PROGRESS_FORMAT, "settings": self.settings.to_dict(), **summary}
+        data = json.dumps(payload, indent=2).encode()
+        return write_atomic(self.summary_path, lambda handle: handle.write(data))
+
+    def _merge_parts(self) -> None:
+        mine = set(self.settings.shard.indices(self.settings.n))
+        parts = {path: indices for path, indices in self._parts().items() if indices & mine}
+        chunks = [np.load(path) for path in parts]
+        indices = np.concatenate([c["indices"] for c in chunks])
+        images = np.concatenate([c["images"] for c in chunks])
+        order = np.argsort(indices)
+        write_npz(self.out / f"samples{self.settings.shard.suffix}.npz", indices[order], images[order])
+        for chunk in chunks:
+            chunk.close()
+        for path in parts:
+            path.unlink()
+
+
+    def run(
+        self,
+        denoiser: Denoiser,
+        sampler: Sampler,
+        image_shape: tuple[int, int, int],
+        batch_size: int,
+        device: str | torch.device = "cpu",
+        on_step: Callable[[float], None] | None = None,
+    ) -> dict[str, Any]:
+        """Make every image this shard still lacks; returns the timing summary it recorded.
+
+        Sampling and writing overlap: batch k is encoded and written by the writer thread
+        while batch k+1 is denoised.
+        """
+        timer = CallTimer(denoiser)
+        todo = self.todo
+        start = time.perf_counter()
+        try:
+            for indices, x0 in generate(
+                timer, sampler, self.settings.seed, todo, image_shape, batch_size, device, on_step
+            ):
+                self.submit(indices, x0.float().cpu().numpy())
+        finally:
+            self.close()  # also on Ctrl-C: finish the writes in flight, keep progress consistent
+        seconds = time.perf_counter() - start
+        summary = {
+            "images": len(todo),
+            "already_done": len(self.settings.shard.indices(self.settings.n)) - len(todo),
+            "seconds": round(seconds, 3),
+            "images_per_second": round(len(todo) / seconds, 3) if seconds > 0 else None,
+            "denoiser_calls": timer.calls,
+            "ms_per_denoiser_call": round(timer.ms_per_call, 3),
+            "batch_size": batch_size,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        self.finish(summary)
+        return summary
