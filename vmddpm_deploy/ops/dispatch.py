@@ -1,7 +1,8 @@
 """Which kernels run an op call: native when built for the tensor's device, else reference.
 
 ``VMDDPM_OPS=reference`` or ``VMDDPM_OPS=native`` forces one implementation (forcing native
-where it is not available is an error, not a silent fallback).
+where it is not available is an error, not a silent fallback); ``auto`` (the default) takes
+native where it can run the tensor (see :func:`vmddpm_deploy.ops.native.unsupported_reason`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from types import SimpleNamespace
 import torch
 
 from vmddpm_deploy.errors import ConfigError, NativeOpsError
+from vmddpm_deploy.ops import native
 from vmddpm_deploy.ops.reference import cross_merge_ref, cross_scan_ref, selective_scan_ref
 
 #: The pure-PyTorch oracle, always available.
@@ -20,6 +22,14 @@ REFERENCE = SimpleNamespace(
     selective_scan=selective_scan_ref,
     cross_scan=cross_scan_ref,
     cross_merge=cross_merge_ref,
+)
+
+#: The C++/OpenMP and CUDA kernels of ``libvmddpm_ops`` (each call runs on its tensors' device).
+NATIVE = SimpleNamespace(
+    name="native",
+    selective_scan=native.selective_scan,
+    cross_scan=native.cross_scan,
+    cross_merge=native.cross_merge,
 )
 
 _CHOICES = ("auto", "reference", "native")
@@ -34,7 +44,13 @@ def requested() -> str:
 
 
 def kernels_for(tensor: torch.Tensor) -> SimpleNamespace:
-    """The kernel set that runs ops on ``tensor``'s device."""
-    if requested() == "native":
-        raise NativeOpsError("VMDDPM_OPS=native but this build has no native kernels; unset VMDDPM_OPS")
+    """The kernel set that runs ops on ``tensor``'s device and dtype."""
+    choice = requested()
+    if choice == "reference":
+        return REFERENCE
+    reason = native.unsupported_reason(tensor)
+    if reason is None:
+        return NATIVE
+    if choice == "native":
+        raise NativeOpsError(f"VMDDPM_OPS=native but {reason}; unset VMDDPM_OPS to fall back")
     return REFERENCE
