@@ -185,3 +185,26 @@ def test_sample_bad_shard(tmp_path, micro_ckpt, shard):
     result = invoke("sample", micro_ckpt, "--shard", shard, "--out", tmp_path / "o")
     assert result.exit_code == 2 and "--shard" in error_line(result)
     assert not (tmp_path / "o").exists()
+
+
+def test_doctor_reports_native_kernels():
+    from vmddpm_deploy.ops import native
+
+    result = invoke("doctor")
+    assert result.exit_code == 0, result.output
+    expected = "native cpu" if native.available() else "not loaded"
+    assert expected in result.output
+
+
+def test_doctor_says_when_the_native_library_is_missing(monkeypatch, tmp_path):
+    from vmddpm_deploy.ops import native
+
+    monkeypatch.setenv("VMDDPM_OPS_LIB", str(tmp_path / "missing.so"))
+    native.reset()
+    try:
+        result = invoke("doctor")
+    finally:
+        monkeypatch.delenv("VMDDPM_OPS_LIB")
+        native.reset()
+    assert result.exit_code == 0
+    assert "not loaded" in result.output and "reference" in result.output

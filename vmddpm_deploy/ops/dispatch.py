@@ -8,6 +8,8 @@ native where it can run the tensor (see :func:`vmddpm_deploy.ops.native.unsuppor
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import torch
@@ -34,6 +36,19 @@ NATIVE = SimpleNamespace(
 
 _CHOICES = ("auto", "reference", "native")
 
+_override: SimpleNamespace | None = None
+
+
+@contextmanager
+def using(kernels: SimpleNamespace) -> Iterator[None]:
+    """Run every op with ``kernels`` inside the block (benchmarks compare implementations)."""
+    global _override
+    previous, _override = _override, kernels
+    try:
+        yield
+    finally:
+        _override = previous
+
 
 def requested() -> str:
     """The implementation asked for through ``VMDDPM_OPS`` (``auto`` when unset)."""
@@ -45,6 +60,8 @@ def requested() -> str:
 
 def kernels_for(tensor: torch.Tensor) -> SimpleNamespace:
     """The kernel set that runs ops on ``tensor``'s device and dtype."""
+    if _override is not None:
+        return _override
     choice = requested()
     if choice == "reference":
         return REFERENCE

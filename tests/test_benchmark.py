@@ -1,0 +1,70 @@
+"""bench: rows, JSON schema, speedups measured in the same run, and argument errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vmddpm_deploy.benchmark import SCAN_FREE
+from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
+from vmddpm_deploy.cli import app
+from vmddpm_deploy.diffusion import NoiseSchedule
+from vmddpm_deploy.ops import dispatch, selective_scan
+from tests.ops.test_reference import random_scan_inputs
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def micro_ckpt(tmp_path, micro_config):
+    return save_checkpoint(init_checkpoint(micro_config, NoiseSchedule(), seed=0), tmp_path / "micro.pt")
+
+
+def test_bench_writes_rows_for_every_backend_and_batch(tmp_path, micro_ckpt):
+    out = tmp_path / "bench.json"
+    result = runner.invoke(
+        app, ["bench", str(micro_ckpt), "--batch-sizes", "1,2", "--iters", "2", "--warmup", "0", "--steps", "5", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    assert payload["baseline"] == "torch-reference" and payload["steps"] == 5
+    rows = payload["rows"]
+    assert sorted((r["backend"], r["batch"]) for r in rows) == sorted(
+        (b, n) for b in ("torch", "torch-reference", "scan-free") for n in (1, 2)
+    )
+    for row in rows:
+        assert 0 < row["median_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert row["iters"] == 2 and row["peak_memory_mb"] > 0
+        expected_ips = row["batch"] / (5 * (row["median_ms"] + row["sampler_step_ms"]) / 1000)
+        assert row["images_per_second"] == pytest.approx(expected_ips)
+    for row in rows:
+        base = next(r for r in rows if r["backend"] == "torch-reference" and r["batch"] == row["batch"])
+        assert row["speedup_vs_torch-reference"] == pytest.approx(base["median_ms"] / row["median_ms"])
+    assert "scan-free" in result.output
+
+
+@pytest.mark.parametrize(
+    "args,phrase",
+    [
+        (["--backends", "torch,warp"], "unknown backend 'warp'"),
+        (["--batch-sizes", "1,0"], "--batch-sizes takes positive integers"),
+        (["--batch-sizes", ""], "--batch-sizes needs at least one value"),
+        (["--iters", "0"], "--iters >= 1"),
+    ],
+)
+def test_bench_bad_arguments(micro_ckpt, args, phrase):
+    result = runner.invoke(app, ["bench", str(micro_ckpt), *args])
+    assert result.exit_code == 2
+    assert phrase in result.output
+
+
+def test_scan_free_kernels_keep_only_the_skip_term():
+    u, delta, A, B, C, D, delta_bias = random_scan_inputs(2, 4, 3, 4, 6)
+    with dispatch.using(SCAN_FREE):
+        y = selective_scan(u, delta, A, B, C, D, delta_bias, True)
+    torch.testing.assert_close(y, u * D[None, :, None])
+    # Outside the block the real scan runs again.
+    assert not torch.allclose(selective_scan(u, delta, A, B, C, D, delta_bias, True), y)

@@ -1,0 +1,148 @@
+"""Side-by-side denoiser latency: the library behind ``vmddpm-deploy bench``.
+
+Every target runs the same (x, t) batches in one process, one after another, so ratios between
+rows are meaningful even on a noisy machine. GPU targets are timed with CUDA events, CPU targets
+with ``perf_counter``.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from vmddpm_deploy.diffusion import Sampler
+from vmddpm_deploy.ops import dispatch, native
+from vmddpm_deploy.runtime import Denoiser
+
+
+def _skip_term_only(u, delta, A, B, C, D, delta_bias, delta_softplus=True):
+    # The scan's cheapest possible stand-in with the same shapes: y = D * u.
+    return (u.float() * D[None, :, None]).to(u.dtype)
+
+
+#: Benchmark-only kernels: the selective scan replaced by its skip term ("scan-free floor"), so
+#: a row measures the cost of everything in the network except the scan.
+SCAN_FREE = SimpleNamespace(
+    name="scan-free",
+    selective_scan=_skip_term_only,
+    cross_scan=native.cross_scan if native.available() else dispatch.REFERENCE.cross_scan,
+    cross_merge=native.cross_merge if native.available() else dispatch.REFERENCE.cross_merge,
+)
+
+
+@dataclass
+class BenchTarget:
+    """One row family: a denoiser and the op kernels it runs under (None: normal dispatch)."""
+
+    name: str
+    denoiser: Denoiser
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    kernels: SimpleNamespace | None = None
+    dtype: torch.dtype = torch.float32
+
+    def context(self) -> AbstractContextManager:
+        return dispatch.using(self.kernels) if self.kernels is not None else nullcontext()
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    iters: int
+
+
+def measure_calls(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, warmup: int, iters: int) -> LatencyStats:
+    """Per-call latency of ``denoiser(x, t)`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        denoiser(x, t)
+    times = []
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+        for _ in range(iters):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            denoiser(x, t)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(iters):
+            begin = time.perf_counter()
+            denoiser(x, t)
+            times.append(1000.0 * (time.perf_counter() - begin))
+    q = np.percentile(times, [90, 99])
+    return LatencyStats(statistics.median(times), float(q[0]), float(q[1]), iters)
+
+
+def sampler_step_ms(sampler: Sampler, x: torch.Tensor, iters: int = 20) -> float:
+    """Cost of the sampler's own arithmetic per step (the loop outside the denoiser)."""
+    eps = torch.zeros_like(x)
+    noise = torch.zeros_like(x)
+    history = None
+    begin = time.perf_counter()
+    for k in range(iters):
+        kk = k % len(sampler.timesteps)
+        _, history = sampler.step(kk, x, eps, noise if sampler.needs_noise(kk) else None, history if kk else None)
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return 1000.0 * (time.perf_counter() - begin) / iters
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_bench(
+    targets: Sequence[BenchTarget],
+    image_shape: tuple[int, int, int],
+    batch_sizes: Sequence[int],
+    sampler: Sampler,
+    warmup: int,
+    iters: int,
+    baseline: str,
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """One row per (target, batch size): latency, images/s of a full run, peak memory, speedup.
+
+    A full run's images/s is ``batch / (steps * (median call + sampler step))``: the sampling
+    loop adds nothing else per step, so this avoids re-running slow rows end to end.
+    """
+    rows = []
+    steps = len(sampler.timesteps)
+    generator = torch.Generator().manual_seed(0)
+    for batch in batch_sizes:
+        x_cpu = torch.randn(batch, *image_shape, generator=generator)
+        t_cpu = torch.randint(0, 1000, (batch,), generator=generator)
+        for target in targets:
+            x, t = x_cpu.to(target.device, target.dtype), t_cpu.to(target.device)
+            if target.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(target.device)
+            with target.context():
+                stats = measure_calls(target.denoiser, x, t, warmup, iters)
+            step_ms = sampler_step_ms(sampler, x)
+            row = {
+                "backend": target.name,
+                "batch": batch,
+                **asdict(stats),
+                "sampler_step_ms": step_ms,
+                "images_per_second": batch / (steps * (stats.median_ms + step_ms) / 1000.0),
+                "peak_memory_mb": peak_memory_mb(target.device),
+            }
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    base = {r["batch"]: r["median_ms"] for r in rows if r["backend"] == baseline}
+    for row in rows:
+        row["speedup_vs_" + baseline] = base[row["batch"]] / row["median_ms"] if row["batch"] in base else None
+    return rows
