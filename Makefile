@@ -8,8 +8,11 @@ DEMO   ?= demo-output
 
 install: $(VENV)/.installed
 
-# Re-install when the package definition or the pins change; the native library is built here.
-$(VENV)/.installed: pyproject.toml constraints-cpu.txt $(shell find plugins -type f 2>/dev/null)
+# Re-install when the package definition, the pins, the C++ sources or the set of modules change
+# (a package directory's mtime moves when a module is added or removed); the native library is
+# built here.
+PACKAGE_DIRS := $(shell find vmddpm_deploy -type d -not -name __pycache__ 2>/dev/null)
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt $(shell find plugins -type f 2>/dev/null) $(PACKAGE_DIRS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[dev]'
