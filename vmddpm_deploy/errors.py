@@ -42,3 +42,35 @@ class NativeOpsError(VmddpmError):
     """The native kernel library is missing, failed to load, or rejected a call."""
 
     exit_code = 6
+
+
+class ExportError(VmddpmError):
+    """A model could not be exported to ONNX, or an exported graph failed validation."""
+
+    exit_code = 7
+
+
+class ArtifactError(VmddpmError):
+    """An export directory, manifest, graph or engine is missing, corrupt (checksum mismatch) or
+    was made for something else (another GPU, TensorRT version or batch range)."""
+
+    exit_code = 8
+
+
+class BackendUnavailableError(VmddpmError):
+    """A runtime is not installed or cannot run here (no tensorrt module, no GPU, no plugin
+    library)."""
+
+    exit_code = 9
+
+
+class ParityError(VmddpmError):
+    """Backends disagree beyond their dtype's tolerance (``check``)."""
+
+    exit_code = 10
+
+
+class DataError(VmddpmError):
+    """A dataset path is missing, empty, or holds files that cannot be read as images."""
+
+    exit_code = 11
