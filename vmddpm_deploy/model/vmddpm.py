@@ -117,7 +117,7 @@ class SS2D(nn.Module):
 
         y = selective_scan(
             xs.reshape(batch, k * d, length),
-            dts.reshape(batch, k * d, length).contiguous(),
+            dts.reshape(batch, k * d, length).to(xs.dtype).contiguous(),  # autocast may leave it fp32
             -torch.exp(self.A_logs.float()),
             Bs.contiguous(),
             Cs.contiguous(),

@@ -16,12 +16,18 @@ import torch
 
 from vmddpm_deploy.errors import ConfigError, NativeOpsError
 from vmddpm_deploy.ops import native
-from vmddpm_deploy.ops.reference import cross_merge_ref, cross_scan_ref, selective_scan_ref
+from vmddpm_deploy.ops.reference import (
+    cross_merge_ref,
+    cross_scan_ref,
+    selective_scan_bwd_ref,
+    selective_scan_ref,
+)
 
 #: The pure-PyTorch oracle, always available.
 REFERENCE = SimpleNamespace(
     name="reference",
     selective_scan=selective_scan_ref,
+    selective_scan_bwd=selective_scan_bwd_ref,
     cross_scan=cross_scan_ref,
     cross_merge=cross_merge_ref,
 )
@@ -30,6 +36,7 @@ REFERENCE = SimpleNamespace(
 NATIVE = SimpleNamespace(
     name="native",
     selective_scan=native.selective_scan,
+    selective_scan_bwd=native.selective_scan_bwd,
     cross_scan=native.cross_scan,
     cross_merge=native.cross_merge,
 )

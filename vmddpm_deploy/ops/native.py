@@ -29,7 +29,7 @@ from vmddpm_deploy.errors import NativeOpsError
 from vmddpm_deploy.ops.scan_orders import scan_table
 
 #: The ``VMDDPM_ABI_VERSION`` this binding is written against.
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 #: io dtypes the kernels take, with their ``vmddpm_dtype`` codes.
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -53,6 +53,7 @@ _SIGNATURES = {
     "vmddpm_cpu_isa": (ctypes.c_char_p, []),
     "vmddpm_select_cpu_isa": (_int, [ctypes.c_char_p]),
     "vmddpm_selective_scan_cpu": (_int, [_ptr] * 8 + [_i64] * 5 + [_int, _int]),
+    "vmddpm_selective_scan_bwd_cpu": (_int, [_ptr] * 15 + [_i64] * 5 + [_int]),
     "vmddpm_cross_scan_cpu": (_int, [_ptr] * 3 + [_i64] * 5 + [_int]),
     "vmddpm_cross_merge_cpu": (_int, [_ptr] * 3 + [_i64] * 5 + [_int]),
     "vmddpm_selective_scan_cuda": (_int, [_ptr] * 8 + [_i64] * 5 + [_int, _int, _ptr]),
@@ -293,6 +294,38 @@ def selective_scan(
             )
     _check(status)
     return y
+
+
+def selective_scan_bwd(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    delta_bias: torch.Tensor,
+    dy: torch.Tensor,
+    delta_softplus: bool = True,
+) -> tuple[torch.Tensor, ...]:
+    """Native gradients of the selective scan on CPU; same contract as ``selective_scan_bwd_ref``.
+
+    The kernel works in fp32: other io dtypes are widened here and the gradients cast back.
+    """
+    op = "selective_scan_bwd"
+    device = _common_device(op, {"u": u, "delta": delta, "B": B, "C": C, "dy": dy})
+    if device.type != "cpu":
+        raise NativeOpsError(f"{op}: the native backward runs on cpu only, not {device.type}")
+    batch, channels, length = u.shape
+    routes, state = B.shape[1], B.shape[2]
+    _expect_shape(op, "dy", dy, (batch, channels, length))
+    inputs = [t.to(torch.float32).contiguous() for t in (u, delta, A, B, C, D, delta_bias, dy)]
+    grads = [torch.empty_like(t) for t in inputs[:7]]
+    du, ddelta, dA, dB, dC, dD, ddelta_bias = grads
+    pointers = [t.data_ptr() for t in (*inputs, du, ddelta, dA, dB, dC, dD, ddelta_bias)]
+    _check(library().vmddpm_selective_scan_bwd_cpu(
+        *pointers, batch, channels, routes, state, length, int(delta_softplus)
+    ))
+    return tuple(g.to(t.dtype) for g, t in zip(grads, (u, delta, A, B, C, D, delta_bias)))
 
 
 def cross_scan(x: torch.Tensor, order: str) -> torch.Tensor:

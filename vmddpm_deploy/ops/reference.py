@@ -63,6 +63,27 @@ def selective_scan_ref(
     return y.to(io_dtype)
 
 
+def selective_scan_bwd_ref(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    delta_bias: torch.Tensor,
+    dy: torch.Tensor,
+    delta_softplus: bool = True,
+) -> tuple[torch.Tensor, ...]:
+    """Gradients of :func:`selective_scan_ref` for ``dy: (batch, K*D, L)``, by autograd through it.
+
+    Returns ``(du, ddelta, dA, dB, dC, dD, ddelta_bias)`` shaped like the inputs.
+    """
+    inputs = [t.detach().requires_grad_(True) for t in (u, delta, A, B, C, D, delta_bias)]
+    with torch.enable_grad():
+        y = selective_scan_ref(*inputs, delta_softplus=delta_softplus)
+    return torch.autograd.grad(y, inputs, dy)
+
+
 def cross_scan_ref(x: torch.Tensor, order: str) -> torch.Tensor:
     """Gather ``x: (batch, D, H, W)`` into K routes: ``(batch, K, D, H*W)``.
 

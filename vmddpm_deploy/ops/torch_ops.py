@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from vmddpm_deploy.ops import dispatch
-from vmddpm_deploy.ops.reference import selective_scan_ref
 from vmddpm_deploy.ops.scan_orders import NUM_ROUTES
 
 
@@ -44,13 +43,37 @@ def _selective_scan_setup(ctx, inputs, output):
     ctx.delta_softplus = inputs[7]
 
 
+@torch.library.custom_op("vmddpm::selective_scan_bwd", mutates_args=())
+def selective_scan_bwd(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    delta_bias: torch.Tensor,
+    dy: torch.Tensor,
+    delta_softplus: bool,
+) -> list[torch.Tensor]:
+    """Native CPU gradients ``[du, ddelta, dA, dB, dC, dD, ddelta_bias]`` of :func:`selective_scan`.
+
+    Its own op (not a ctypes call inside the backward) so that traced and compiled training
+    graphs see it as one opaque node, as they see the forward.
+    """
+    return list(dispatch.NATIVE.selective_scan_bwd(u, delta, A, B, C, D, delta_bias, dy, delta_softplus))
+
+
+@selective_scan_bwd.register_fake
+def _(u, delta, A, B, C, D, delta_bias, dy, delta_softplus):
+    return [torch.empty_like(t) for t in (u, delta, A, B, C, D, delta_bias)]
+
+
 def _selective_scan_backward(ctx, grad_y):
-    # Training is not the deployment hot path: differentiate the reference recurrence by
-    # recomputing it under autograd. Same maths, so gradients match the forward exactly.
-    inputs = [t.detach().requires_grad_(t.is_floating_point()) for t in ctx.saved_tensors]
-    with torch.enable_grad():
-        y = selective_scan_ref(*inputs, delta_softplus=ctx.delta_softplus)
-    grads = torch.autograd.grad(y, inputs, grad_y, allow_unused=True)
+    inputs = ctx.saved_tensors
+    if dispatch.kernels_for(inputs[0]).name == "native" and inputs[0].device.type == "cpu":
+        grads = selective_scan_bwd(*inputs, grad_y.contiguous(), ctx.delta_softplus)
+    else:  # reference kernels, or CUDA (no native backward there yet): autograd through the reference
+        grads = dispatch.REFERENCE.selective_scan_bwd(*inputs, grad_y, ctx.delta_softplus)
     return (*grads, None)
 
 

@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a signature, layout or meaning below changes. */
-#define VMDDPM_ABI_VERSION 1
+#define VMDDPM_ABI_VERSION 2
 
 /* Largest `state` (N) the kernels accept, as in mamba-ssm. */
 #define VMDDPM_MAX_STATE 256
@@ -96,6 +96,16 @@ VMDDPM_API int vmddpm_selective_scan_cpu(
     const float* D, const float* delta_bias, void* y,
     int64_t batch, int64_t channels, int64_t routes, int64_t state, int64_t length,
     int dtype, int delta_softplus);
+
+/* Backward of vmddpm_selective_scan_cpu for training, fp32 only: given the forward inputs and
+ * dy (batch, channels, length), writes du, ddelta (as u), dA (channels, state), dB, dC (as B),
+ * dD, ddelta_bias (channels). Every output is overwritten (not accumulated). */
+VMDDPM_API int vmddpm_selective_scan_bwd_cpu(
+    const float* u, const float* delta, const float* A, const float* B, const float* C,
+    const float* D, const float* delta_bias, const float* dy, float* du, float* ddelta,
+    float* dA, float* dB, float* dC, float* dD, float* ddelta_bias,
+    int64_t batch, int64_t channels, int64_t routes, int64_t state, int64_t length,
+    int delta_softplus);
 
 VMDDPM_API int vmddpm_cross_scan_cpu(
     const void* x, const int64_t* table, void* out,

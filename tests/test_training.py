@@ -1,0 +1,115 @@
+"""Training on a micro model: files, EMA semantics, exact resume, and refusals."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vmddpm_deploy.checkpoint import init_checkpoint, load_checkpoint
+from vmddpm_deploy.data import ImageDataset
+from vmddpm_deploy.diffusion import NoiseSchedule
+from vmddpm_deploy.errors import CheckpointError, DataError, InvalidArgumentError, OutputError
+from vmddpm_deploy.training import TrainSettings, loss_log_path, samples_dir, train, train_state_path
+
+
+def blobs(n: int = 12, size: int = 8, seed: int = 0) -> ImageDataset:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size]
+    images = []
+    for _ in range(n):
+        cy, cx, r = rng.uniform(2, size - 2), rng.uniform(2, size - 2), rng.uniform(1.5, 3)
+        images.append(((x - cx) ** 2 + (y - cy) ** 2 < r**2) * 60000 + rng.integers(0, 3000, (size, size)))
+    stacked = np.stack(images).astype(np.uint16)[:, None]
+    return ImageDataset(stacked, tuple(f"blob{k}" for k in range(n)), f"blobs:{seed}", "folder")
+
+
+SETTINGS = TrainSettings(steps=4, batch_size=3, lr=1e-3, warmup_steps=2, checkpoint_every=2)
+
+
+def test_a_short_run_writes_checkpoint_state_and_loss_log(tmp_path, micro_config):
+    out = tmp_path / "run" / "ckpt.pt"
+    result = train(blobs(), out, dataclasses.replace(SETTINGS, sample_every=4), micro_config)
+    assert result.steps_done == 4 and result.steps_run == 4 and len(result.losses) == 4
+    assert all(np.isfinite(result.losses)) and result.ms_per_step > 0
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.config == micro_config and checkpoint.ema is not None
+    init = init_checkpoint(micro_config, NoiseSchedule(), seed=0).model
+    moved = [k for k in init if not torch.equal(init[k], checkpoint.model[k])]
+    assert len(moved) > len(init) // 2  # gradients reached most parameters
+    with open(loss_log_path(out)) as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["step", "loss"] and [int(r[0]) for r in rows[1:]] == [1, 2, 3, 4]
+    np.testing.assert_allclose([float(r[1]) for r in rows[1:]], result.losses, rtol=1e-5)
+    grid = Image.open(samples_dir(out) / "step_0000004.png")
+    assert grid.size == (4 * 8, 4 * 8) and grid.mode.startswith("I;16")
+
+
+def test_ema_follows_diffusers_warmup_decay(tmp_path, micro_config):
+    """After step 1 the decay is min(0.999, (1 + 0) / (10 + 0)) = 0.1: ema = 0.1 init + 0.9 theta_1."""
+    out = tmp_path / "ckpt.pt"
+    train(blobs(), out, dataclasses.replace(SETTINGS, steps=1, checkpoint_every=1), micro_config)
+    checkpoint = load_checkpoint(out)
+    init = init_checkpoint(micro_config, NoiseSchedule(), seed=0).model
+    for key, value in checkpoint.ema.items():
+        torch.testing.assert_close(value, 0.1 * init[key] + 0.9 * checkpoint.model[key], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, micro_config):
+    data = blobs()
+    straight = train(data, tmp_path / "a.pt", dataclasses.replace(SETTINGS, steps=6), micro_config)
+    first = train(data, tmp_path / "b.pt", dataclasses.replace(SETTINGS, steps=3), micro_config)
+    assert first.losses == straight.losses[:3]
+    resumed = train(data, tmp_path / "b.pt", dataclasses.replace(SETTINGS, steps=6), resume=True)
+    assert resumed.steps_run == 3 and resumed.losses == straight.losses  # bit for bit
+    a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
+    for key in a.model:
+        assert torch.equal(a.model[key], b.model[key]) and torch.equal(a.ema[key], b.ema[key])
+
+
+def test_resume_refuses_other_settings_data_or_missing_state(tmp_path, micro_config):
+    out = tmp_path / "ckpt.pt"
+    train(blobs(), out, dataclasses.replace(SETTINGS, steps=2), micro_config)
+    with pytest.raises(InvalidArgumentError, match=r"--lr 0.001 -> 0.002"):
+        train(blobs(), out, dataclasses.replace(SETTINGS, lr=2e-3), resume=True)
+    with pytest.raises(DataError, match="the data differ"):
+        train(blobs(seed=1), out, SETTINGS, resume=True)
+    with pytest.raises(InvalidArgumentError, match="model config differs.*base_channels"):
+        train(blobs(), out, SETTINGS, dataclasses.replace(micro_config, base_channels=16), resume=True)
+    with pytest.raises(CheckpointError, match="train-state not found"):
+        train(blobs(), tmp_path / "other.pt", SETTINGS, resume=True)
+    train_state_path(out).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable train state"):
+        train(blobs(), out, SETTINGS, resume=True)
+
+
+def test_new_run_refuses_to_overwrite_and_checks_the_data_size(tmp_path, micro_config):
+    out = tmp_path / "ckpt.pt"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputError, match="already exists.*--resume.*--force"):
+        train(blobs(), out, SETTINGS, micro_config)
+    assert out.read_bytes() == b"precious"
+    with pytest.raises(DataError, match="the data is 16x16, the model 8x8"):
+        train(blobs(size=16), tmp_path / "new.pt", SETTINGS, micro_config)
+
+
+def test_should_stop_ends_with_a_checkpoint_that_resumes(tmp_path, micro_config):
+    out = tmp_path / "ckpt.pt"
+    calls = []
+    result = train(
+        blobs(), out, dataclasses.replace(SETTINGS, checkpoint_every=100), micro_config,
+        should_stop=lambda: calls.append(1) or len(calls) >= 2,
+    )
+    assert result.stopped and result.steps_done == 2
+    assert train(blobs(), out, SETTINGS, resume=True).steps_done == 4
+
+
+def test_bfloat16_autocast_follows_the_fp32_loss_curve(tmp_path, micro_config):
+    fp32 = train(blobs(), tmp_path / "a.pt", dataclasses.replace(SETTINGS, steps=3), micro_config)
+    bf16 = train(blobs(), tmp_path / "b.pt", dataclasses.replace(SETTINGS, steps=3, amp=True), micro_config)
+    np.testing.assert_allclose(bf16.losses, fp32.losses, rtol=3e-2)  # bf16 tolerance
+    assert bf16.losses != fp32.losses  # autocast really ran in bfloat16
