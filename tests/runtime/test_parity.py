@@ -1,0 +1,67 @@
+"""`check`: the custom-node graphs (run by onnx's ReferenceEvaluator with our ops) and the portable
+graph against torch fp32, and a failing row when the graphs come from other weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
+from vmddpm_deploy.cli import app
+from vmddpm_deploy.diffusion import NoiseSchedule
+from vmddpm_deploy.errors import ArtifactError, ParityError
+from vmddpm_deploy.export.manifest import read_manifest
+from vmddpm_deploy.runtime.onnx_reference_backend import OnnxReferenceDenoiser
+from vmddpm_deploy.runtime.source import load_denoiser, open_source
+
+from tests.runtime.conftest import MICRO
+
+
+def test_custom_node_graphs_match_torch(exported):
+    ckpt, export_dir = exported
+    manifest = read_manifest(export_dir)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([1, 400, 998])
+    expected = load_denoiser(open_source(ckpt), "torch")(x, t)
+    fp32 = OnnxReferenceDenoiser(manifest.graph_path("fp32"))(x, t)
+    torch.testing.assert_close(fp32, expected, rtol=0, atol=1e-4)
+    fp16 = OnnxReferenceDenoiser(manifest.graph_path("fp16"))(x, t)
+    torch.testing.assert_close(fp16, expected, rtol=3e-3, atol=5e-3)
+    assert (fp16 - expected).abs().max() > 0  # really ran in fp16
+
+
+def test_check_passes_and_writes_json(exported, tmp_path):
+    _, export_dir = exported
+    result = CliRunner().invoke(app, ["check", str(export_dir), "--json", str(tmp_path / "check.json")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "check.json").read_text())["rows"]
+    assert [row["backend"] for row in rows] == ["onnxruntime", "reference-onnx", "reference-onnx-fp16"]
+    assert all(row["passed"] for row in rows)
+    assert rows[0]["max_abs"] < 1e-4
+
+
+def test_check_fails_against_other_weights(exported, tmp_path):
+    _, export_dir = exported
+    other = save_checkpoint(init_checkpoint(MICRO, NoiseSchedule(), seed=99), tmp_path / "other.pt")
+    result = CliRunner().invoke(app, ["check", str(export_dir), "--backends", "onnxruntime",
+                                      "--checkpoint", str(other)])
+    assert result.exit_code == ParityError.exit_code
+    assert "disagree with torch fp32" in result.output and "Traceback" not in result.output
+
+
+def test_plugin_version_mismatch_is_refused(exported, tmp_path):
+    import onnx
+
+    _, export_dir = exported
+    model = onnx.load(read_manifest(export_dir).graph_path("fp32"))
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.name == "plugin_version":
+                attribute.s = b"2"
+    path = tmp_path / "v2.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ArtifactError, match="plugin_version='2'"):
+        OnnxReferenceDenoiser(path)(torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long))

@@ -1,0 +1,247 @@
+"""The end-to-end demo: the bundled trained checkpoint -> ONNX export -> a grid of samples ->
+a contact sheet beside real held-out slices, and FID / KID against them, with timings.
+
+Everything runs offline, sized for one to two minutes on 2 CPU cores: the tiny preset at 32 x 32, DPM-Solver++ with
+20 steps, 16 images, the Inception features of the held-out slices cached after the first run.
+Files written to the output directory::
+
+    untrained-tiny.pt  only when no trained checkpoint is bundled (and --checkpoint is not given)
+    export/            denoiser.onnx, denoiser.portable.onnx, manifest.json
+    samples.npz        indices (n,), images (n, C, H, W) uint16, as `sample --format npz` writes
+    contact_sheet.png  generated (left) and real held-out (right) images, labelled, with the scores
+    demo.json          settings, stage timings, FID, KID
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vmddpm_deploy.atomic_write import write_atomic
+from vmddpm_deploy.data.bundled import BUNDLED_DIR
+from vmddpm_deploy.errors import InvalidArgumentError
+from vmddpm_deploy.outputs import prepare_output_dir, to_uint16, write_npz
+
+#: The trained checkpoint shipped with the package (``train --data bundled --preset tiny``).
+DEMO_CHECKPOINT = BUNDLED_DIR / "vmddpm_tiny_mni152.pt"
+#: The real images generated ones are compared with: slices the bundled model never trained on.
+REAL_SET = "bundled:heldout"
+EXPORT_DTYPES = ("fp32",)
+EXPORT_OPS = ("plugin", "portable")
+TILE_PIXELS = 128  # each image is scaled up (nearest neighbour, no smoothing) to about this size
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    n: int = 16
+    n_real: int | None = None  # held-out slices compared with (a fixed subset); None: all of them
+    sampler: str = "dpm-solver++"
+    steps: int = 20
+    seed: int = 0
+    batch_size: int = 16
+    device: str = "cpu"
+    export: bool = True
+    checkpoint: Path | None = None  # None: DEMO_CHECKPOINT, or an untrained one if it is missing
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise InvalidArgumentError(f"--n must be at least 2 (FID needs two images), got {self.n}")
+        if self.n_real is not None and self.n_real < 2:
+            raise InvalidArgumentError(f"--n-real must be at least 2 (FID needs two images), got {self.n_real}")
+        if self.batch_size < 1:
+            raise InvalidArgumentError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+def run_demo(
+    out: Path,
+    settings: DemoSettings,
+    on_stage: Callable[[str], None] | None = None,
+    on_progress: Callable[[str, float, float], None] | None = None,
+) -> dict[str, Any]:
+    """Run every stage and return the summary also written to ``out/demo.json``.
+
+    ``on_stage(text)`` announces a stage; ``on_progress(task, advance, total)`` reports work done
+    within one (sampling in images, feature extraction in images).
+    """
+    from vmddpm_deploy.diffusion import make_sampler
+    from vmddpm_deploy.evaluation import (
+        ImageSet,
+        InceptionFeatureExtractor,
+        evaluate_sets,
+        images_to_uint8,
+        open_image_set,
+    )
+    from vmddpm_deploy.runtime.source import load_denoiser, open_source, resolve_backend
+    from vmddpm_deploy.sampling import CallTimer, generate
+
+    def stage(text: str) -> None:
+        if on_stage is not None:
+            on_stage(text)
+
+    def progress(task: str, advance: float, total: float) -> None:
+        if on_progress is not None:
+            on_progress(task, advance, total)
+
+    prepare_output_dir(out)
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+
+    clock = time.perf_counter()
+    checkpoint_path = _checkpoint_path(out, settings, notes)
+    source = open_source(checkpoint_path)
+    config = source.config
+    sampler = make_sampler(settings.sampler, source.schedule, settings.steps)  # fails before any work
+    seconds["checkpoint"] = time.perf_counter() - clock
+
+    export_dir = None
+    if settings.export:
+        stage(f"exporting {checkpoint_path.name} to ONNX")
+        clock = time.perf_counter()
+        export_dir = _export(checkpoint_path, out / "export", notes)
+        seconds["export"] = time.perf_counter() - clock
+
+    # The fastest backend that runs here (TensorRT needs an engine, which the demo does not build).
+    backend = resolve_backend("auto", source)
+    stage(f"sampling {settings.n} images: {settings.sampler}, {settings.steps} steps, backend {backend}")
+    clock = time.perf_counter()
+    denoiser = CallTimer(load_denoiser(source, backend, settings.device))
+    image_shape = (config.in_channels, config.image_size, config.image_size)
+    batches = generate(
+        denoiser,
+        sampler,
+        settings.seed,
+        range(settings.n),
+        image_shape,
+        min(settings.batch_size, settings.n),
+        settings.device,
+        on_step=lambda images: progress("sampling", images, settings.n),
+    )
+    generated = np.concatenate([x0.float().cpu().numpy() for _, x0 in batches])
+    seconds["sampling"] = time.perf_counter() - clock
+    write_npz(out / "samples.npz", np.arange(settings.n), to_uint16(generated))
+
+    stage(f"FID / KID against {REAL_SET}")
+    clock = time.perf_counter()
+    generated_set = ImageSet("generated", image_shape, None, array=images_to_uint8(generated, "generated"))
+    real_set = open_image_set(REAL_SET, size_hint=config.image_size).subset(settings.n_real)
+    evaluation = evaluate_sets(
+        generated_set,
+        real_set,
+        extractor=InceptionFeatureExtractor(device=settings.device),
+        on_images=lambda images: progress("inception features", images, len(generated_set) + len(real_set)),
+    )
+    seconds["evaluation"] = time.perf_counter() - clock
+
+    sheet = out / "contact_sheet.png"
+    caption = (
+        f"FID {evaluation.fid:.1f}   KID {evaluation.kid:.4f}   ({evaluation.n_generated} generated vs "
+        f"{evaluation.n_real} real; FID from few images is biased upward)"
+    )
+    write_contact_sheet(
+        sheet,
+        [
+            (f"generated: {checkpoint_path.name}, {settings.sampler} {settings.steps} steps", generated_set.array),
+            (f"real: {real_set.source} (MNI152 slices)", _spread(real_set.array, settings.n)),
+        ],
+        caption,
+    )
+
+    summary = {
+        "checkpoint": str(checkpoint_path),
+        "settings": asdict(settings) | {"checkpoint": str(settings.checkpoint) if settings.checkpoint else None},
+        "model": {"image_size": config.image_size, "in_channels": config.in_channels},
+        "backend": backend,
+        "export_dir": str(export_dir) if export_dir else None,
+        "samples": str(out / "samples.npz"),
+        "contact_sheet": str(sheet),
+        "ms_per_denoiser_call": round(denoiser.ms_per_call, 3),
+        "denoiser_calls": denoiser.calls,
+        "images_per_second": round(settings.n / seconds["sampling"], 3),
+        "evaluation": evaluation.to_dict(),
+        "seconds": {name: round(value, 3) for name, value in seconds.items()},
+        "notes": notes,
+    }
+    data = json.dumps(summary, indent=2).encode()
+    write_atomic(out / "demo.json", lambda handle: handle.write(data))
+    return summary
+
+
+def _checkpoint_path(out: Path, settings: DemoSettings, notes: list[str]) -> Path:
+    if settings.checkpoint is not None:
+        return settings.checkpoint
+    if DEMO_CHECKPOINT.is_file():
+        return DEMO_CHECKPOINT
+    from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
+    from vmddpm_deploy.diffusion import NoiseSchedule
+    from vmddpm_deploy.model import preset
+
+    notes.append(
+        f"no trained checkpoint is bundled ({DEMO_CHECKPOINT} is missing): the demo runs an untrained "
+        f"tiny model, so expect noise and a large FID; train one with "
+        f"`vmddpm-deploy train --data bundled --preset tiny -o ckpt.pt` and pass --checkpoint ckpt.pt"
+    )
+    return save_checkpoint(init_checkpoint(preset("tiny"), NoiseSchedule(), seed=0), out / "untrained-tiny.pt")
+
+
+def _export(checkpoint_path: Path, export_dir: Path, notes: list[str]) -> Path | None:
+    from vmddpm_deploy.export import export_checkpoint
+
+    try:
+        export_checkpoint(checkpoint_path, export_dir, dtypes=EXPORT_DTYPES, ops=EXPORT_OPS, force=True)
+    except ModuleNotFoundError as exc:
+        if exc.name != "vmddpm_deploy.export.exporter":
+            raise
+        notes.append("export skipped: this installation has no ONNX exporter (vmddpm_deploy.export.exporter)")
+        return None
+    return export_dir
+
+
+def _spread(images: np.ndarray, count: int) -> np.ndarray:
+    """``count`` images evenly spread over ``images`` (the held-out set is ordered by contrast)."""
+    picks = np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int)
+    return images[picks]
+
+
+def write_contact_sheet(path: Path, panels: list[tuple[str, np.ndarray]], caption: str) -> Path:
+    """One PNG with labelled panels side by side; each panel a grid of uint8 (n, C, H, W) images."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=15)
+    margin, gap, header, footer = 12, 24, 30, 34
+    grids = [_grid(images) for _, images in panels]
+    columns = [max(grid.width, math.ceil(font.getlength(title))) for (title, _), grid in zip(panels, grids)]
+    width = 2 * margin + max(sum(columns) + gap * (len(grids) - 1), math.ceil(font.getlength(caption)))
+    height = margin + header + max(grid.height for grid in grids) + footer
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    x = margin
+    for (title, _), grid, column in zip(panels, grids, columns):
+        draw.text((x, margin), title, fill="black", font=font)
+        sheet.paste(grid, (x, margin + header))
+        x += column + gap
+    draw.text((margin, height - footer + 8), caption, fill="black", font=font)
+    return write_atomic(path, lambda handle: sheet.save(handle, format="PNG"))
+
+
+def _grid(images: np.ndarray):
+    from PIL import Image
+
+    count, channels, size = len(images), images.shape[1], images.shape[-1]
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    scale = max(1, TILE_PIXELS // size)
+    tile, border = size * scale, 2
+    canvas = np.full((rows * (tile + border) - border, columns * (tile + border) - border, 3), 128, np.uint8)
+    for k, image in enumerate(images):
+        rgb = np.repeat(image, 3, axis=0) if channels == 1 else image
+        big = rgb.transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1)
+        top, left = (k // columns) * (tile + border), (k % columns) * (tile + border)
+        canvas[top : top + tile, left : left + tile] = big
+    return Image.fromarray(canvas)

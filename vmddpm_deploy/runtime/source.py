@@ -1,0 +1,141 @@
+"""What a ``SRC`` argument names, and the backends that can run it.
+
+A source is a checkpoint file (``ckpt.pt``), an export directory (``manifest.json`` + graphs) or
+an engine plan inside one. :func:`open_source` reads and validates it once (checkpoint format,
+manifest checksums); :func:`load_denoiser` turns it into a ``Denoiser`` for one backend:
+
+==============  =================  ==============================================================
+backend         runs               needs
+==============  =================  ==============================================================
+torch           the PyTorch model  a checkpoint (native ops when built)
+onnxruntime     portable graph     an export dir with ``denoiser.portable.onnx``
+tensorrt        engine plan        an export dir with an engine built here (``build-engine``)
+auto            the fastest one    picks as :func:`resolve_backend` says
+==============  =================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vmddpm_deploy.checkpoint import Checkpoint, load_checkpoint
+from vmddpm_deploy.diffusion import NoiseSchedule
+from vmddpm_deploy.digests import sha256_file
+from vmddpm_deploy.errors import InvalidArgumentError
+from vmddpm_deploy.export.manifest import MANIFEST_NAME, Manifest, read_manifest
+from vmddpm_deploy.model import ModelConfig
+from vmddpm_deploy.runtime import Denoiser
+
+
+@dataclass(frozen=True)
+class DenoiserSource:
+    """A validated SRC: ``kind`` is "checkpoint" or "export"; ``sha256`` is the file that runs
+    (the checkpoint, or the export's manifest, which pins every graph's sha256)."""
+
+    kind: str
+    path: Path
+    config: ModelConfig
+    schedule: NoiseSchedule
+    sha256: str
+    checkpoint: Checkpoint | None = None
+    manifest: Manifest | None = None
+
+
+def open_source(path: str | os.PathLike) -> DenoiserSource:
+    """Read a checkpoint, an export directory or a plan file inside one (checksums verified)."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".plan" or path.name == MANIFEST_NAME:
+        export_dir = path if path.is_dir() else path.parent
+        manifest = read_manifest(export_dir)  # ArtifactError on a missing/corrupt artifact
+        return DenoiserSource(
+            "export", path, manifest.config, manifest.schedule, sha256_file(manifest.path), manifest=manifest
+        )
+    checkpoint = load_checkpoint(path)  # CheckpointError: missing, not a checkpoint, mismatched
+    return DenoiserSource(
+        "checkpoint", path, checkpoint.config, checkpoint.schedule, sha256_file(path), checkpoint=checkpoint
+    )
+
+
+def _load_torch(source: DenoiserSource, device: str) -> Denoiser:
+    from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
+
+    checkpoint = source.checkpoint or _source_checkpoint(source)
+    if checkpoint is None:
+        raise InvalidArgumentError(
+            f"the torch backend needs the checkpoint; {source.path} is an export directory whose source "
+            "checkpoint is gone or changed: pass the checkpoint, or use --backend onnxruntime"
+        )
+    return TorchDenoiser(checkpoint, device)
+
+
+def _load_onnxruntime(source: DenoiserSource, device: str) -> Denoiser:
+    from vmddpm_deploy.runtime.onnxruntime_backend import OnnxRuntimeDenoiser
+
+    if source.manifest is None:
+        raise InvalidArgumentError(
+            f"the onnxruntime backend runs an export directory; export {source.path} first: "
+            f"vmddpm-deploy export {source.path}"
+        )
+    return OnnxRuntimeDenoiser(source.manifest.graph_path("portable"), device)
+
+
+def _load_tensorrt(source: DenoiserSource, device: str) -> Denoiser:
+    from vmddpm_deploy.runtime.tensorrt_backend import load_tensorrt_denoiser
+
+    if source.manifest is None:
+        raise InvalidArgumentError(
+            f"the tensorrt backend runs an export directory with an engine; run `vmddpm-deploy export "
+            f"{source.path}` and `vmddpm-deploy build-engine` first"
+        )
+    return load_tensorrt_denoiser(source.path, device, manifest=source.manifest)
+
+
+BACKENDS: dict[str, Callable[[DenoiserSource, str], Denoiser]] = {
+    "torch": _load_torch,
+    "onnxruntime": _load_onnxruntime,
+    "tensorrt": _load_tensorrt,
+}
+
+
+def _source_checkpoint(source: DenoiserSource) -> Checkpoint | None:
+    """The checkpoint an export was made from, if it is still where the manifest says, unchanged."""
+    recorded = (source.manifest.data.get("source") or {}) if source.manifest else {}
+    path = Path(recorded.get("checkpoint", ""))
+    if not recorded.get("checkpoint") or not path.is_file() or sha256_file(path) != recorded.get("sha256"):
+        return None
+    return load_checkpoint(path)
+
+
+def _tensorrt_runs_here(source: DenoiserSource) -> bool:
+    if source.manifest is None or not source.manifest.engines:
+        return False
+    return importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
+
+
+def resolve_backend(name: str, source: DenoiserSource) -> str:
+    """``auto`` -> the fastest backend that can run ``source`` here; other names pass through.
+
+    Order (measured, README "Backends"): TensorRT when the export has an engine and TensorRT and a
+    GPU are here; else torch (native kernels), whenever the checkpoint is at hand — on CPU it is
+    several times faster per call than ONNX Runtime on the portable graph; else onnxruntime.
+    """
+    if name != "auto":
+        if name not in BACKENDS:
+            raise InvalidArgumentError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
+        return name
+    if _tensorrt_runs_here(source):
+        return "tensorrt"
+    if source.checkpoint is not None or _source_checkpoint(source) is not None:
+        return "torch"
+    return "onnxruntime"
+
+
+def load_denoiser(source: DenoiserSource, backend: str, device: str = "cpu") -> Denoiser:
+    """A ``Denoiser`` running ``source`` on ``backend`` (``auto`` resolved first)."""
+    return BACKENDS[resolve_backend(backend, source)](source, device)
