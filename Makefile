@@ -20,11 +20,21 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt $(shell find plugins -typ
 	touch $@
 
 demo: install
-	$(BIN)/vmddpm-deploy init --preset tiny --seed 0 --force -o $(DEMO)/ckpt.pt
-	$(BIN)/vmddpm-deploy sample $(DEMO)/ckpt.pt --n 8 --sampler ddim --steps 20 --out $(DEMO)/samples
+	$(BIN)/vmddpm-deploy demo --out $(DEMO)
 
-test: install
+# TensorRT 10 headers for the plugins' compile check (tests/plugins/test_trt_compile.py): TensorRT
+# itself cannot be installed without a GPU, but the kernel-lens wheel ships its headers.
+TRT_HEADERS_DIR := build/tensorrt-headers
+TRT_HEADERS := $(TRT_HEADERS_DIR)/kernel_lens/include/tensorrt/NvInferRuntime.h
+
+test: install $(TRT_HEADERS)
 	$(BIN)/python -m pytest
+
+$(TRT_HEADERS): plugins/tensorrt/headers-requirements.txt | $(VENV)/.installed
+	rm -rf $(TRT_HEADERS_DIR)
+	$(BIN)/pip download --quiet --no-deps --require-hashes -r plugins/tensorrt/headers-requirements.txt -d $(TRT_HEADERS_DIR)
+	$(BIN)/python -m zipfile -e $(TRT_HEADERS_DIR)/kernel_lens-2.0.1-py3-none-any.whl $(TRT_HEADERS_DIR)
+	touch $@
 
 clean:
 	rm -rf $(VENV) $(DEMO) build

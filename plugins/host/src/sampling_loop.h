@@ -1,0 +1,27 @@
+// The DDIM loop over a Denoiser, as vmddpm_deploy.sampling.generate runs it: samples are taken
+// in batches of at most `batch_size`; sample i starts from gaussian_noise(seed, i, stream 0) and
+// step k draws gaussian_noise(seed, i, stream k + 1) when the sampler adds noise, so sample i is
+// the same image whatever the batch it is in.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "ddim.h"
+#include "denoiser.h"
+
+namespace vmddpm::host {
+
+struct ImageShape {
+  int64_t channels, height, width;
+  int64_t numel() const { return channels * height * width; }
+};
+
+// Called once per finished batch: the sample indices and their x0, (batch, C, H, W) float32.
+using BatchDone = std::function<void(const std::vector<uint64_t>& indices, const std::vector<float>& x0)>;
+
+void generate(Denoiser& denoiser, const DDIMSampler& sampler, uint64_t seed, const std::vector<uint64_t>& indices,
+              const ImageShape& shape, int64_t batch_size, const BatchDone& on_batch);
+
+}  // namespace vmddpm::host

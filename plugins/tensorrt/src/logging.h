@@ -1,0 +1,17 @@
+// Where the plugins' messages go: TensorRT's logger once TensorRT handed us a logger finder
+// (setLoggerFinder, called by IPluginRegistry::loadLibrary), standard error before that.
+#pragma once
+
+#include <string>
+
+#include "NvInferRuntime.h"
+
+namespace vmddpm::trt {
+
+void set_logger_finder(nvinfer1::ILoggerFinder* finder) noexcept;
+
+void log(nvinfer1::ILogger::Severity severity, const std::string& message) noexcept;
+
+inline void log_error(const std::string& message) noexcept { log(nvinfer1::ILogger::Severity::kERROR, message); }
+
+}  // namespace vmddpm::trt

@@ -1,0 +1,124 @@
+"""vmddpm_host's DDIM loop and RNG against the Python sampler.
+
+The Python side (vmddpm_deploy.sampling.generate with the torch backend) records every
+denoiser call; the host replays the recorded eps but computes everything else itself: the
+initial noise with its own counter RNG, the timesteps, the DDIM coefficients and steps, the
+per-step noise, the batching. Its final images must match Python's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.host.artifacts import RecordingDenoiser, write_export_dir, write_recording
+from vmddpm_deploy.checkpoint import init_checkpoint
+from vmddpm_deploy.diffusion import NoiseSchedule, gaussian_noise, make_sampler
+from vmddpm_deploy.outputs import png_name, to_uint16
+from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
+from vmddpm_deploy.sampling import generate
+
+
+@pytest.fixture(scope="module")
+def micro_checkpoint():
+    from vmddpm_deploy.model import ModelConfig
+
+    config = ModelConfig(image_size=8, base_channels=8, channel_mult=(1, 2), d_state=4, norm_groups=4)
+    return init_checkpoint(config, NoiseSchedule(), seed=0)
+
+
+@pytest.mark.parametrize(
+    "steps,eta,spacing,schedule_kind",
+    [(10, 0.0, "leading", "linear"), (7, 0.6, "trailing", "linear"), (9, 1.0, "linspace", "cosine")],
+)
+def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, steps, eta, spacing, schedule_kind):
+    checkpoint = micro_checkpoint
+    if schedule_kind != checkpoint.schedule.kind:
+        checkpoint = init_checkpoint(checkpoint.config, NoiseSchedule(kind=schedule_kind), seed=0)
+    config = checkpoint.config
+    image_shape = (config.in_channels, config.image_size, config.image_size)
+    n, batch_size, seed = 5, 3, 2**63 + 11  # two batches: 3 + 2; a seed above 2**63 (unsigned)
+
+    recorder = RecordingDenoiser(TorchDenoiser(checkpoint))
+    sampler = make_sampler("ddim", checkpoint.schedule, steps, eta=eta, spacing=spacing)
+    batches = list(generate(recorder, sampler, seed, list(range(n)), image_shape, batch_size))
+    expected = torch.cat([x0 for _, x0 in batches]).numpy()
+
+    export_dir = write_export_dir(tmp_path / "export", checkpoint)
+    recording = write_recording(tmp_path / "eps.bin", recorder.calls, image_shape)
+    out = tmp_path / "samples"
+    result = host.run(
+        "sample", "--export-dir", export_dir, "--replay", recording, "--n", n, "--batch-size", batch_size,
+        "--steps", steps, "--eta", eta, "--spacing", spacing, "--seed", seed, "--out", out, "--npy", tmp_path / "x0.npy",
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"replayed {len(recorder.calls)} denoiser calls" in result.stdout
+
+    images = np.load(tmp_path / "x0.npy")
+    assert images.shape == expected.shape
+    assert np.abs(images - expected).max() <= 1e-5
+    # The samples moved away from their initial noise (the test would pass vacuously otherwise).
+    assert np.abs(expected - gaussian_noise(seed, range(n), 0, image_shape).numpy()).max() > 0.1
+
+    for index in range(n):
+        written = np.asarray(Image.open(out / png_name(index, n)), dtype=np.int64)
+        # One uint16 level is 3e-5 in [-1, 1]: float noise below 1e-5 can move a rounding by one.
+        assert np.abs(written - to_uint16(expected[index, 0]).astype(np.int64)).max() <= 1
+
+
+def test_replay_refuses_a_recording_of_other_settings(host, micro_checkpoint, tmp_path):
+    config = micro_checkpoint.config
+    image_shape = (config.in_channels, config.image_size, config.image_size)
+    recorder = RecordingDenoiser(TorchDenoiser(micro_checkpoint))
+    sampler = make_sampler("ddim", micro_checkpoint.schedule, 4)
+    list(generate(recorder, sampler, 0, [0, 1], image_shape, 2))
+    export_dir = write_export_dir(tmp_path / "export", micro_checkpoint)
+    recording = write_recording(tmp_path / "eps.bin", recorder.calls, image_shape)
+
+    result = host.run("sample", "--export-dir", export_dir, "--replay", recording, "--n", 2, "--batch-size", 2,
+                      "--steps", 5, "--out", tmp_path / "out")
+    assert result.returncode == 8
+    assert result.stderr.count("\n") == 1 and "other timesteps or batch size" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "seed,index,stream,count",
+    [(0, 0, 0, 100_001), (12345, 7, 3, 4096), (2**64 - 1, 2**64 - 1, 2**64 - 1, 1), (2**63, 1, 51, 3)],
+)
+def test_host_noise_matches_gaussian_noise(host, tmp_path, seed, index, stream, count):
+    out = tmp_path / "noise.npy"
+    result = host.run("noise", "--seed", seed, "--index", index, "--stream", stream, "--count", count, "--out", out)
+    assert result.returncode == 0, result.stderr
+    from_host = np.load(out)
+    from_python = gaussian_noise(seed, [index], stream, (count,))[0].numpy()
+    assert from_host.dtype == np.float32 and from_host.shape == (count,)
+    # noise.py: bit-exact except, rarely, one binary32 ulp where libm's last float64 bit differs.
+    differ = from_host != from_python
+    assert differ.sum() <= max(1, count // 10**6)
+    assert np.all(np.abs(from_host - from_python)[differ] <= np.spacing(np.abs(from_python[differ])))
+
+
+@pytest.mark.parametrize(
+    "args,code,phrase",
+    [
+        (("sample", "--n", "4"), 2, "--export-dir is required"),
+        (("noise", "--count", "0", "--out", "x.npy"), 2, "--count must be an integer >= 1"),
+        (("noise", "--count", "3", "--out", "x.npy", "--sed", "1"), 2, "unknown option --sed"),
+        (("frobnicate",), 2, "unknown command frobnicate"),
+        (("sample", "--export-dir", "/nonexistent/export"), 8, "export directory not found"),
+    ],
+)
+def test_host_bad_arguments_are_one_line(host, tmp_path, args, code, phrase):
+    result = host.run(*args)
+    assert result.returncode == code
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert phrase in result.stderr
+
+
+def test_host_without_tensorrt_says_how_to_get_it(host, micro_checkpoint, tmp_path):
+    export_dir = write_export_dir(tmp_path / "export", micro_checkpoint)
+    result = host.run("sample", "--export-dir", export_dir, "--n", 1, "--out", tmp_path / "out")
+    assert result.returncode == 9
+    assert "built without TensorRT" in result.stderr and "--replay" in result.stderr
