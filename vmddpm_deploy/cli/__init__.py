@@ -7,7 +7,18 @@ code. A new command is a module here that registers on ``app`` and is imported b
 
 from __future__ import annotations
 
-from vmddpm_deploy.cli import bench, doctor, init, sample  # noqa: F401  (register the commands)
+from vmddpm_deploy.cli import (  # noqa: F401  (register the commands)
+    bench,
+    build_engine,
+    check,
+    demo,
+    doctor,
+    evaluate,
+    export,
+    init,
+    sample,
+    train,
+)
 from vmddpm_deploy.cli.app import app
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,7 +40,8 @@ def reports_errors(command):
         try:
             return command(*args, **kwargs)
         except VmddpmError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escape(): messages quote paths and commands ("vmddpm-deploy[tensorrt]") that rich would eat as markup.
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: files written so far are complete")
@@ -95,7 +97,10 @@ class ImageFormat(str, Enum):
 
 
 class Backend(str, Enum):
+    auto = "auto"
     torch = "torch"
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
 
 
 def wide_console() -> Console:
@@ -103,7 +108,8 @@ def wide_console() -> Console:
     return Console(width=max(Console().width, 120))
 
 
-def progress_bar(quiet: bool = False) -> Progress:
+def progress_bar(quiet: bool = False, transient: bool = False) -> Progress:
+    """``transient``: the bar disappears when done (or failed), e.g. before a summary table."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -112,6 +118,7 @@ def progress_bar(quiet: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=console,
         disable=quiet,
+        transient=transient,
     )
 
 

@@ -22,7 +22,9 @@ from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 @app.command()
 @reports_errors
 def sample(
-    source: Annotated[Path, typer.Argument(help="Checkpoint file (ckpt.pt) to sample from.")],
+    source: Annotated[
+        Path, typer.Argument(help="Checkpoint (ckpt.pt), export directory, or engine plan inside one.")
+    ],
     n: Annotated[int, typer.Option("--n", help="Number of images in the whole job (all shards).")] = 16,
     sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = SamplerName.ddim,
     steps: Annotated[int, typer.Option(help="Denoising steps (at most the schedule's T).")] = 50,
@@ -35,8 +37,14 @@ def sample(
     ] = ImageFormat.png,
     shard: Annotated[str, typer.Option(help="Make only indices i with i % N == I, given as I/N.")] = "0/1",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out (same settings).")] = False,
-    backend: Annotated[Backend, typer.Option(help="Runtime that evaluates the denoiser.")] = Backend.torch,
-    device: Annotated[str, typer.Option(help="Torch device for the torch backend (cpu, cuda, cuda:1).")] = "cpu",
+    backend: Annotated[
+        Backend,
+        typer.Option(
+            help="Runtime that evaluates the denoiser: torch (checkpoint), onnxruntime (export dir), "
+            "tensorrt (export dir with an engine), auto (the fastest of these that runs SRC here)."
+        ),
+    ] = Backend.auto,
+    device: Annotated[str, typer.Option(help="Device: cpu, cuda, cuda:1.")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bar; print one JSON summary line.")] = False,
 ) -> None:
     """Generate images with DDPM, DDIM or DPM-Solver++ and write them as 16-bit PNG or NPZ.
@@ -49,10 +57,8 @@ def sample(
 
     Job array: vmddpm-deploy sample ckpt.pt --n 100000 --shard $SLURM_ARRAY_TASK_ID/64 --out samples/
     """
-    from vmddpm_deploy.checkpoint import load_checkpoint
     from vmddpm_deploy.diffusion import make_sampler
-    from vmddpm_deploy.digests import sha256_file
-    from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
+    from vmddpm_deploy.runtime.source import load_denoiser, open_source, resolve_backend
     from vmddpm_deploy.sample_job import JobSettings, SampleJob, Shard
 
     if n < 1:
@@ -65,12 +71,13 @@ def sample(
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} exists and is not a directory; choose another --out")
 
-    checkpoint = load_checkpoint(source)
-    steps_sampler = make_sampler(sampler.value, checkpoint.schedule, steps, eta=eta)  # fails before any write
-    config = checkpoint.config
+    opened = open_source(source)
+    backend_name = resolve_backend(backend.value, opened)
+    steps_sampler = make_sampler(sampler.value, opened.schedule, steps, eta=eta)  # fails before any write
+    config = opened.config
     image_shape = (config.in_channels, config.image_size, config.image_size)
     settings = JobSettings(
-        source_sha256=sha256_file(source),
+        source_sha256=opened.sha256,
         n=n,
         sampler=sampler.value,
         steps=steps,
@@ -79,7 +86,7 @@ def sample(
         image_format=image_format.value,
         shard=shard_spec,
     )
-    denoiser = TorchDenoiser(checkpoint, device)
+    denoiser = load_denoiser(opened, backend_name, device)
     job = SampleJob(out, settings, resume)
     total = len(shard_spec.indices(n))
     with progress_bar(quiet) as progress:
@@ -92,14 +99,14 @@ def sample(
             device,
             on_step=lambda images: progress.advance(task, images),
         )
-    summary |= {"out": str(out), "backend": backend.value, "sampler": sampler.value, "steps": steps}
+    summary |= {"out": str(out), "backend": backend_name, "sampler": sampler.value, "steps": steps}
     if quiet:
         typer.echo(json.dumps(summary))
     else:
         typer.echo(
             f"wrote {summary['images']} images to {out} in {summary['seconds']:.1f} s "
             f"({summary['images_per_second'] or 0:.2f} images/s, {summary['ms_per_denoiser_call']:.1f} ms per "
-            f"denoiser call at batch {summary['batch_size']}, {sampler.value} {steps} steps, backend {backend.value})"
+            f"denoiser call at batch {summary['batch_size']}, {sampler.value} {steps} steps, backend {backend_name})"
         )
 
 

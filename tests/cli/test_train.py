@@ -1,0 +1,109 @@
+"""`vmddpm-deploy train` through Typer's CliRunner: a micro run, resume, and one line per bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vmddpm_deploy.checkpoint import load_checkpoint
+from vmddpm_deploy.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, ["train", *(str(a) for a in args)])
+
+
+def error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got: {result.output!r}"
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return lines[0]
+
+
+@pytest.fixture
+def pngs(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k in range(6):
+        Image.fromarray(rng.integers(0, 65535, (12, 10), dtype=np.uint16)).save(folder / f"{k}.png")
+    return folder
+
+
+@pytest.fixture
+def micro_json(tmp_path, micro_config):
+    path = tmp_path / "micro.json"
+    path.write_text(json.dumps(micro_config.to_dict()))
+    return path
+
+
+def test_micro_run_then_resume(tmp_path, pngs, micro_json):
+    out = tmp_path / "ckpt.pt"
+    common = ("--data", pngs, "--config", micro_json, "--batch-size", 2, "--lr", "1e-3", "-o", out, "--device", "cpu")
+    result = invoke(*common, "--steps", 2, "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["images"] == 6 and summary["batch_size"] == 2
+    assert load_checkpoint(out).config.image_size == 8
+    # --resume takes the run's settings and model; only --data and --steps are repeated.
+    result = invoke("--data", pngs, "-o", out, "--steps", 3, "--resume", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "trained to step 3 (1 steps" in " ".join(result.output.split())
+    result = invoke("--data", pngs, "-o", out, "--steps", 3, "--resume", "--lr", "5e-4", "--device", "cpu")
+    assert result.exit_code == 2 and "--lr 0.001 -> 0.0005" in error_line(result)
+
+
+def test_bad_data_path_is_one_data_error_line(tmp_path):
+    result = invoke("--data", tmp_path / "missing", "-o", tmp_path / "ckpt.pt")
+    assert result.exit_code == 11
+    assert error_line(result).startswith("error: data path") and "does not exist" in result.output
+
+
+def test_unreadable_file_names_the_file_and_skip_flag_continues(tmp_path, pngs, micro_json):
+    (pngs / "broken.png").write_bytes(b"garbage")
+    args = ("--data", pngs, "--config", micro_json, "--steps", 1, "--batch-size", 2, "--device", "cpu")
+    result = invoke(*args, "-o", tmp_path / "a.pt")
+    assert result.exit_code == 11
+    assert "broken.png" in result.output and "--skip-bad-files" in result.output and "Traceback" not in result.output
+    result = invoke(*args, "-o", tmp_path / "b.pt", "--skip-bad-files")
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable files skipped" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    "args,code,phrase",
+    [
+        (("--window", "5"), 2, "--window takes two numbers"),
+        (("--percentiles", "60,40"), 2, "--percentiles needs"),
+        (("--steps", "0"), 2, "--steps must be at least 1"),
+        (("--slice-axis", "oblique"), 2, "unknown slice axis"),
+        (("--device", "tpu:9"), 2, "is not a torch device"),
+        (("--resume",), 4, "cannot resume"),
+        (("--preset", "base"), 11, "needs 128x128"),
+    ],
+)
+def test_bad_options_are_one_line(tmp_path, args, code, phrase):
+    result = invoke("--data", "bundled", "-o", tmp_path / "ckpt.pt", *args)
+    assert result.exit_code == code, result.output
+    assert phrase in error_line(result)
+
+
+def test_existing_checkpoint_needs_force(tmp_path):
+    out = tmp_path / "ckpt.pt"
+    out.write_bytes(b"precious")
+    result = invoke("--data", "bundled", "-o", out)
+    assert result.exit_code == 5 and "--force" in error_line(result)
+    assert out.read_bytes() == b"precious"
+
+
+def test_help_reads_like_documentation():
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "Example:" in text and "--resume" in text and "--skip-bad-files" in text and "bundled" in text

@@ -1,0 +1,81 @@
+"""`vmddpm-deploy export`: ONNX graphs and manifest.json from a checkpoint."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vmddpm_deploy.cli.app import app, progress_bar, reports_errors
+
+
+class ExportDtype(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    both = "both"
+
+
+class ExportOps(str, Enum):
+    plugin = "plugin"
+    portable = "portable"
+    all = "all"
+
+
+@app.command("export")
+@reports_errors
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (ckpt.pt) to export.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Export directory (default: exports/<checkpoint stem>).")
+    ] = None,
+    dtype: Annotated[
+        ExportDtype, typer.Option(help="Precision of the graphs; the portable graph exists in fp32 only.")
+    ] = ExportDtype.both,
+    ops: Annotated[
+        ExportOps,
+        typer.Option(help="plugin: vmddpm custom nodes (TensorRT); portable: standard ONNX ops (ONNX Runtime)."),
+    ] = ExportOps.all,
+    opset: Annotated[int, typer.Option(help="ONNX opset of the graphs (18 to 25).")] = 18,
+    batch_dim: Annotated[
+        str, typer.Option(help="'dynamic' (a symbolic 'batch' axis) or a fixed batch size.")
+    ] = "dynamic",
+    force: Annotated[bool, typer.Option(help="Replace an existing export directory.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Export the denoiser eps(x, t) of a checkpoint to ONNX, with a manifest.json.
+
+    Writes denoiser.onnx (fp32, custom vmddpm nodes that TensorRT runs with our plugins),
+    denoiser.fp16.onnx (fp16 io and weights; norms, time embedding and scan math stay fp32),
+    denoiser.portable.onnx (standard ONNX ops only: runs in ONNX Runtime with no custom
+    library) and manifest.json (model config, noise schedule, io names and dtypes, sha256 of
+    every file). Every graph passes onnx.checker before the directory is renamed into place.
+
+    Example: vmddpm-deploy export ckpt.pt -o exports/tiny --dtype both --ops all
+    """
+    from vmddpm_deploy.export import export_checkpoint
+
+    dtypes = ("fp32", "fp16") if dtype is ExportDtype.both else (dtype.value,)
+    ops_kinds = ("plugin", "portable") if ops is ExportOps.all else (ops.value,)
+    start = time.perf_counter()
+    with progress_bar(quiet, transient=True) as progress:
+        task = progress.add_task("export", total=None)
+
+        def on_stage(description: str, index: int, total: int) -> None:
+            progress.update(task, description=description, completed=index, total=total)
+
+        manifest = export_checkpoint(
+            checkpoint,
+            output,
+            dtypes=dtypes,
+            ops=ops_kinds,
+            opset=opset,
+            batch_dim=batch_dim,
+            force=force,
+            on_stage=on_stage,
+        )
+    for kind, graph in manifest.graphs.items():
+        typer.echo(f"  {graph['file']:<24} {kind:<8} {graph['ops']:<8} {graph['bytes'] / 1e6:8.2f} MB")
+    typer.echo(f"wrote {manifest.export_dir} ({len(manifest.graphs)} graphs + manifest.json) in {time.perf_counter() - start:.1f} s")
