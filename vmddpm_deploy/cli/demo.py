@@ -20,8 +20,8 @@ def demo(
     n_real: Annotated[
         int | None, typer.Option(help="Held-out real slices to compare with (a fixed subset; default all 81).")
     ] = None,
-    sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = SamplerName.dpm_solver,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
+    sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = SamplerName.ddim,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
     seed: Annotated[int, typer.Option(help="Run seed; sample i depends only on (seed, i).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per denoiser call.")] = 16,
     checkpoint: Annotated[
@@ -36,7 +36,7 @@ def demo(
 
     Writes export/, samples.npz, contact_sheet.png and demo.json into --out.
 
-    Example: vmddpm-deploy demo --out demo/ --n 16 --steps 20
+    Example: vmddpm-deploy demo --out demo/ --n 16 --steps 50
     """
     from rich.table import Table
 
