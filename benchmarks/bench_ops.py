@@ -1,9 +1,10 @@
 """Selective-scan latency, side by side: the reference torch loop, the same recurrence as an
 ONNX ``Scan`` graph in ONNX Runtime, and the native CPU kernels (plus native CUDA and mamba-ssm
-on a GPU machine). Every implementation's output is checked against the reference before it is
-timed, so a fast wrong kernel cannot post a number.
+on a GPU machine); then, for training, forward + backward with the native backward kernel
+against autograd through the reference. Every implementation's output (and gradients) is
+checked against the reference before it is timed, so a fast wrong kernel cannot post a number.
 
-    python benchmarks/bench_ops.py [--json results.json] [--iters 20]
+    python benchmarks/bench_ops.py [--json results.json] [--iters 20] [--no-backward]
 
 Rows report the median of several runs, in ms, and each row's time over native's. The
 ``np.exp pass`` row is informative: one numpy exp over batch*K*D*L*N floats, the count of
@@ -26,7 +27,7 @@ import torch
 from onnx import TensorProto, helper
 
 from vmddpm_deploy.ops import native
-from vmddpm_deploy.ops.reference import selective_scan_ref
+from vmddpm_deploy.ops.reference import selective_scan_bwd_ref, selective_scan_ref
 
 ROUTES = 4
 CPU_CASES = [  # (batch, K*D, N, L)
@@ -34,6 +35,12 @@ CPU_CASES = [  # (batch, K*D, N, L)
     (8, 384, 16, 1024),
 ]
 CUDA_CASE = (8, 1536, 16, 4096)
+# The tiny preset's scans in a batch-8 training step: level 0 (32x32, 96 SS2D channels) and
+# level 1 (16x16, 192 channels), K = 4 routes each.
+BACKWARD_CASES = [
+    (8, 384, 16, 1024),
+    (8, 768, 16, 256),
+]
 
 
 def scan_inputs(batch, channels, state, length, dtype=torch.float32, device="cpu"):
@@ -196,6 +203,32 @@ def cpu_rows(case, iters, reference_iters):
     return rows
 
 
+def backward_rows(case, iters, reference_iters):
+    """Forward + backward of one scan as training runs it: the native forward, then the native
+    backward kernel or (the path before it existed) autograd through the reference recurrence."""
+    batch, channels, _, length = case
+    inputs = scan_inputs(*case)
+    dy = torch.randn(batch, channels, length, generator=torch.Generator().manual_seed(1))
+    expected = selective_scan_bwd_ref(*inputs, dy)
+    for name, got, want in zip(("du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"),
+                               native.selective_scan_bwd(*inputs, dy), expected, strict=True):
+        check(f"native backward {name}", got, want, 6e-4, 2e-3)
+
+    def native_step():
+        native.selective_scan(*inputs)
+        native.selective_scan_bwd(*inputs, dy)
+
+    def reference_backward_step():
+        native.selective_scan(*inputs)
+        selective_scan_bwd_ref(*inputs, dy)
+
+    return [
+        ("native fwd (informative)", median_ms(lambda: native.selective_scan(*inputs), iters)),
+        ("native fwd + native bwd", median_ms(native_step, iters)),
+        ("native fwd + reference autograd bwd", median_ms(reference_backward_step, reference_iters)),
+    ]
+
+
 def cuda_rows(iters):
     batch, channels, state, length = CUDA_CASE
     inputs = scan_inputs(*CUDA_CASE, dtype=torch.float16, device="cuda")
@@ -243,6 +276,11 @@ def main():
     parser.add_argument(
         "--reference-iters", type=int, default=3, help="timed runs of the slow rows"
     )
+    parser.add_argument(
+        "--backward-reference-iters", type=int, default=1,
+        help="timed runs of the reference autograd backward rows (each takes seconds to minutes)",
+    )
+    parser.add_argument("--no-backward", action="store_true", help="skip the forward + backward table")
     args = parser.parse_args()
 
     native.library()  # fail now, with the reason, if the native kernels are not built
@@ -258,6 +296,7 @@ def main():
             "native": native.describe(),
         },
         "cpu_fp32": [],
+        "cpu_fp32_backward": [],
         "cuda_fp16": [],
     }
     load = os.getloadavg()[0]
@@ -279,6 +318,23 @@ def main():
                     "ratio_to_native": ms / native_ms,
                 }
             )
+
+    if not args.no_backward:
+        print("\nCPU, fp32, forward + backward of one scan (training); ratio = time / native fwd + bwd")
+        print(f"{'batch, K*D, N, L':<22}{'implementation':<40}{'ms':>10}{'x native':>10}")
+        for case in BACKWARD_CASES:
+            rows = backward_rows(case, args.iters, args.backward_reference_iters)
+            native_ms = dict(rows)["native fwd + native bwd"]
+            for name, ms in rows:
+                print(f"{case!s:<22}{name:<40}{ms:>10.2f}{ms / native_ms:>10.1f}")
+                results["cpu_fp32_backward"].append(
+                    {
+                        "case": dict(zip(["batch", "channels", "state", "length"], case, strict=True)),
+                        "implementation": name,
+                        "ms": ms,
+                        "ratio_to_native": ms / native_ms,
+                    }
+                )
 
     if torch.cuda.is_available() and native.cuda_available():
         print(f"\nCUDA ({torch.cuda.get_device_name()}), fp16 io, case {CUDA_CASE}")

@@ -25,6 +25,32 @@ struct SelectiveScanProblem {
   bool delta_softplus;
 };
 
+// Backward of the selective scan (fp32 only): the forward's inputs, dy, and the gradients to
+// write, each laid out like the tensor it differentiates.
+struct SelectiveScanBackwardProblem {
+  const float* u;
+  const float* delta;
+  const float* A;
+  const float* B;
+  const float* C;
+  const float* D;
+  const float* delta_bias;
+  const float* dy;
+  float* du;
+  float* ddelta;
+  float* dA;
+  float* dB;
+  float* dC;
+  float* dD;
+  float* ddelta_bias;
+  int64_t batch;
+  int64_t channels;  // routes * dim
+  int64_t routes;
+  int64_t state;
+  int64_t length;
+  bool delta_softplus;
+};
+
 struct CrossProblem {
   const void* in;
   const int64_t* table;  // (routes, length)

@@ -47,6 +47,39 @@ int check_product_fits(const char* op, const char* what, std::initializer_list<i
   return VMDDPM_OK;
 }
 
+// Sizes of a selective scan (forward or backward): positive, routes divide channels, state within
+// VMDDPM_MAX_STATE, and every buffer's element count fits int64.
+int check_scan_sizes(const char* op, int64_t batch, int64_t channels, int64_t routes,
+                     int64_t state, int64_t length) {
+  int status;
+  const struct {
+    const char* name;
+    int64_t value;
+  } sizes[] = {{"batch", batch},
+               {"channels", channels},
+               {"routes", routes},
+               {"state", state},
+               {"length", length}};
+  for (const auto& entry : sizes) {
+    if ((status = check_positive(op, entry.name, entry.value)) != VMDDPM_OK) return status;
+  }
+  if (channels % routes != 0) {
+    return fail(VMDDPM_ERROR_INVALID_ARGUMENT,
+                "%s: channels (%" PRId64 ") is not a multiple of routes (%" PRId64 ")", op,
+                channels, routes);
+  }
+  if (state > VMDDPM_MAX_STATE) {
+    return fail(VMDDPM_ERROR_INVALID_ARGUMENT,
+                "%s: state (%" PRId64 ") exceeds VMDDPM_MAX_STATE (%d)", op, state,
+                VMDDPM_MAX_STATE);
+  }
+  if ((status = check_product_fits(op, "batch*channels*length",
+                                   {batch, channels, length})) != VMDDPM_OK)
+    return status;
+  return check_product_fits(op, "batch*routes*state*length",
+                            {batch, routes, state, length});
+}
+
 }  // namespace
 
 size_t dtype_size(int dtype) {
@@ -76,32 +109,24 @@ int validate_selective_scan(const char* op, const SelectiveScanProblem& p) {
     if ((status = check_pointer(op, entry.name, entry.pointer, entry.element_size)) != VMDDPM_OK)
       return status;
   }
+  return check_scan_sizes(op, p.batch, p.channels, p.routes, p.state, p.length);
+}
+
+int validate_selective_scan_backward(const char* op, const SelectiveScanBackwardProblem& p) {
   const struct {
     const char* name;
-    int64_t value;
-  } sizes[] = {{"batch", p.batch},
-               {"channels", p.channels},
-               {"routes", p.routes},
-               {"state", p.state},
-               {"length", p.length}};
-  for (const auto& entry : sizes) {
-    if ((status = check_positive(op, entry.name, entry.value)) != VMDDPM_OK) return status;
+    const float* pointer;
+  } pointers[] = {{"u", p.u},   {"delta", p.delta},   {"A", p.A},   {"B", p.B},
+                  {"C", p.C},   {"D", p.D},           {"delta_bias", p.delta_bias},
+                  {"dy", p.dy}, {"du", p.du},         {"ddelta", p.ddelta},
+                  {"dA", p.dA}, {"dB", p.dB},         {"dC", p.dC},
+                  {"dD", p.dD}, {"ddelta_bias", p.ddelta_bias}};
+  int status;
+  for (const auto& entry : pointers) {
+    if ((status = check_pointer(op, entry.name, entry.pointer, sizeof(float))) != VMDDPM_OK)
+      return status;
   }
-  if (p.channels % p.routes != 0) {
-    return fail(VMDDPM_ERROR_INVALID_ARGUMENT,
-                "%s: channels (%" PRId64 ") is not a multiple of routes (%" PRId64 ")", op,
-                p.channels, p.routes);
-  }
-  if (p.state > VMDDPM_MAX_STATE) {
-    return fail(VMDDPM_ERROR_INVALID_ARGUMENT,
-                "%s: state (%" PRId64 ") exceeds VMDDPM_MAX_STATE (%d)", op, p.state,
-                VMDDPM_MAX_STATE);
-  }
-  if ((status = check_product_fits(op, "batch*channels*length",
-                                   {p.batch, p.channels, p.length})) != VMDDPM_OK)
-    return status;
-  return check_product_fits(op, "batch*routes*state*length",
-                            {p.batch, p.routes, p.state, p.length});
+  return check_scan_sizes(op, p.batch, p.channels, p.routes, p.state, p.length);
 }
 
 int validate_cross(const char* op, const char* input_name, CrossProblem& p, int64_t height,

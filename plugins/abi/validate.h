@@ -14,6 +14,7 @@ size_t dtype_size(int dtype);
 
 // Each returns VMDDPM_OK or records why not (prefixed with `op`) and returns the error status.
 int validate_selective_scan(const char* op, const SelectiveScanProblem& problem);
+int validate_selective_scan_backward(const char* op, const SelectiveScanBackwardProblem& problem);
 // On success also sets problem.length = height * width (checked for overflow first).
 int validate_cross(const char* op, const char* input_name, CrossProblem& problem,
                    int64_t height, int64_t width);

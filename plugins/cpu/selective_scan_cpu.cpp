@@ -1,4 +1,5 @@
-// C entry point of the CPU selective scan and the run-time choice of instruction set.
+// C entry points of the CPU selective scan (forward and backward) and the run-time choice of
+// instruction set.
 #include <atomic>
 #include <cstring>
 
@@ -9,11 +10,14 @@
 namespace vmddpm::cpu {
 
 int selective_scan_baseline(const SelectiveScanProblem& problem);
+int selective_scan_backward_baseline(const SelectiveScanBackwardProblem& problem);
 #ifdef VMDDPM_HAVE_AVX2
 int selective_scan_avx2(const SelectiveScanProblem& problem);
+int selective_scan_backward_avx2(const SelectiveScanBackwardProblem& problem);
 #endif
 #ifdef VMDDPM_HAVE_AVX512
 int selective_scan_avx512(const SelectiveScanProblem& problem);
+int selective_scan_backward_avx512(const SelectiveScanBackwardProblem& problem);
 #endif
 
 namespace {
@@ -21,6 +25,7 @@ namespace {
 struct IsaBuild {
   const char* name;
   int (*run)(const SelectiveScanProblem&);
+  int (*run_backward)(const SelectiveScanBackwardProblem&);
   bool (*cpu_supports)();
 };
 
@@ -46,12 +51,12 @@ bool cpu_has_avx512() {
 // Widest first, so "auto" takes the first one the CPU supports.
 const IsaBuild kBuilds[] = {
 #ifdef VMDDPM_HAVE_AVX512
-    {"avx512", selective_scan_avx512, cpu_has_avx512},
+    {"avx512", selective_scan_avx512, selective_scan_backward_avx512, cpu_has_avx512},
 #endif
 #ifdef VMDDPM_HAVE_AVX2
-    {"avx2", selective_scan_avx2, cpu_has_avx2},
+    {"avx2", selective_scan_avx2, selective_scan_backward_avx2, cpu_has_avx2},
 #endif
-    {"baseline", selective_scan_baseline, always_supported},
+    {"baseline", selective_scan_baseline, selective_scan_backward_baseline, always_supported},
 };
 constexpr int kBuildCount = sizeof kBuilds / sizeof kBuilds[0];
 
@@ -120,6 +125,27 @@ extern "C" int vmddpm_selective_scan_cpu(const void* u, const void* delta, const
     status = vmddpm::cpu::current_build().run(problem);
     if (status == VMDDPM_ERROR_OUT_OF_MEMORY) {
       return vmddpm::fail(status, "%s: could not allocate per-thread scratch memory", op);
+    }
+    return status;
+  });
+}
+
+extern "C" int vmddpm_selective_scan_bwd_cpu(
+    const float* u, const float* delta, const float* A, const float* B, const float* C,
+    const float* D, const float* delta_bias, const float* dy, float* du, float* ddelta, float* dA,
+    float* dB, float* dC, float* dD, float* ddelta_bias, int64_t batch, int64_t channels,
+    int64_t routes, int64_t state, int64_t length, int delta_softplus) {
+  const char* op = "selective_scan_bwd_cpu";
+  return vmddpm::guard_abi_call(op, [&] {
+    const vmddpm::SelectiveScanBackwardProblem problem{
+        u,  delta, A,  B,  C,  D,  delta_bias, dy,    du,     ddelta, dA,
+        dB, dC,    dD, ddelta_bias, batch,     channels, routes, state, length,
+        delta_softplus != 0};
+    int status = vmddpm::validate_selective_scan_backward(op, problem);
+    if (status != VMDDPM_OK) return status;
+    status = vmddpm::cpu::current_build().run_backward(problem);
+    if (status == VMDDPM_ERROR_OUT_OF_MEMORY) {
+      return vmddpm::fail(status, "%s: could not allocate scratch memory", op);
     }
     return status;
   });

@@ -26,6 +26,7 @@ import torch
 
 import vmddpm_deploy
 from vmddpm_deploy.errors import NativeOpsError
+from vmddpm_deploy.ops.reference import selective_scan_bwd_ref
 from vmddpm_deploy.ops.scan_orders import scan_table
 
 #: The ``VMDDPM_ABI_VERSION`` this binding is written against.
@@ -246,6 +247,23 @@ def _device_table(order: str, height: int, width: int, device: torch.device) -> 
     return table.to(device)
 
 
+def _scan_sizes(op: str, u, delta, A, B, C, D, delta_bias) -> tuple[int, int, int, int, int]:
+    """``(batch, channels, routes, state, length)`` of selective-scan inputs, checked against each other."""
+    if u.dim() != 3 or B.dim() != 4:
+        raise NativeOpsError(f"{op}: u must be (batch, K*D, L) and B (batch, K, N, L)")
+    batch, channels, length = u.shape
+    routes, state = B.shape[1], B.shape[2]
+    _expect_shape(op, "delta", delta, (batch, channels, length))
+    _expect_shape(op, "A", A, (channels, state))
+    _expect_shape(op, "B", B, (batch, routes, state, length))
+    _expect_shape(op, "C", C, (batch, routes, state, length))
+    _expect_shape(op, "D", D, (channels,))
+    _expect_shape(op, "delta_bias", delta_bias, (channels,))
+    if routes == 0 or channels % routes:
+        raise NativeOpsError(f"{op}: K*D={channels} is not a multiple of K={routes}")
+    return batch, channels, routes, state, length
+
+
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -261,18 +279,7 @@ def selective_scan(
     io = {"u": u, "delta": delta, "B": B, "C": C}
     dtype_code = _io_dtype_code(op, io)
     device = _common_device(op, {**io, "A": A, "D": D, "delta_bias": delta_bias})
-    if u.dim() != 3 or B.dim() != 4:
-        raise NativeOpsError(f"{op}: u must be (batch, K*D, L) and B (batch, K, N, L)")
-    batch, channels, length = u.shape
-    routes, state = B.shape[1], B.shape[2]
-    _expect_shape(op, "delta", delta, (batch, channels, length))
-    _expect_shape(op, "A", A, (channels, state))
-    _expect_shape(op, "B", B, (batch, routes, state, length))
-    _expect_shape(op, "C", C, (batch, routes, state, length))
-    _expect_shape(op, "D", D, (channels,))
-    _expect_shape(op, "delta_bias", delta_bias, (channels,))
-    if routes == 0 or channels % routes:
-        raise NativeOpsError(f"{op}: K*D={channels} is not a multiple of K={routes}")
+    batch, channels, routes, state, length = _scan_sizes(op, u, delta, A, B, C, D, delta_bias)
     if u.numel() == 0:
         return torch.empty_like(u, memory_format=torch.contiguous_format)
     if state == 0:  # no state: the sum over it is empty and y is the skip term alone
@@ -307,25 +314,30 @@ def selective_scan_bwd(
     dy: torch.Tensor,
     delta_softplus: bool = True,
 ) -> tuple[torch.Tensor, ...]:
-    """Native gradients of the selective scan on CPU; same contract as ``selective_scan_bwd_ref``.
+    """Native CPU gradients of the selective scan; same contract as ``selective_scan_bwd_ref``.
 
-    The kernel works in fp32: other io dtypes are widened here and the gradients cast back.
+    dy: (batch, K*D, L) -> ``(du, ddelta, dA, dB, dC, dD, ddelta_bias)``, each shaped and typed
+    like the input it differentiates. The kernel works in fp32: fp16/bf16 io is widened here and
+    the gradients rounded back. CUDA tensors are refused (no native backward there yet).
     """
     op = "selective_scan_bwd"
-    device = _common_device(op, {"u": u, "delta": delta, "B": B, "C": C, "dy": dy})
+    inputs = (u, delta, A, B, C, D, delta_bias)
+    device = _common_device(op, {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D,
+                                 "delta_bias": delta_bias, "dy": dy})
     if device.type != "cpu":
-        raise NativeOpsError(f"{op}: the native backward runs on cpu only, not {device.type}")
-    batch, channels, length = u.shape
-    routes, state = B.shape[1], B.shape[2]
+        raise NativeOpsError(f"{op}: the native backward runs on cpu tensors only, not {device.type}")
+    batch, channels, routes, state, length = _scan_sizes(op, *inputs)
     _expect_shape(op, "dy", dy, (batch, channels, length))
-    inputs = [t.to(torch.float32).contiguous() for t in (u, delta, A, B, C, D, delta_bias, dy)]
-    grads = [torch.empty_like(t) for t in inputs[:7]]
-    du, ddelta, dA, dB, dC, dD, ddelta_bias = grads
-    pointers = [t.data_ptr() for t in (*inputs, du, ddelta, dA, dB, dC, dD, ddelta_bias)]
+    if u.numel() == 0 or state == 0:  # shapes the kernel does not take; trivial for the reference
+        return selective_scan_bwd_ref(*inputs, dy, delta_softplus)
+
+    fp32 = [t.to(torch.float32).contiguous() for t in (*inputs, dy)]
+    grads = [torch.empty_like(t) for t in fp32[:7]]
+    pointers = [t.data_ptr() for t in (*fp32, *grads)]
     _check(library().vmddpm_selective_scan_bwd_cpu(
         *pointers, batch, channels, routes, state, length, int(delta_softplus)
     ))
-    return tuple(g.to(t.dtype) for g, t in zip(grads, (u, delta, A, B, C, D, delta_bias)))
+    return tuple(g.to(t.dtype) for g, t in zip(grads, inputs, strict=True))
 
 
 def cross_scan(x: torch.Tensor, order: str) -> torch.Tensor:

@@ -39,7 +39,7 @@ def selective_scan_ref(
         y_l = sum_n C_l[n] * h_l[n] + D * u_l
     """
     io_dtype = u.dtype
-    batch, channels, length = u.shape
+    batch, channels = u.shape[:2]
     routes = B.shape[1]
     per_route = channels // routes
 
@@ -54,10 +54,13 @@ def selective_scan_ref(
 
     h = u32.new_zeros(batch, channels, A.shape[1])
     ys = []
-    for step in range(length):
-        dt_l = dt[:, :, step, None]  # (batch, K*D, 1)
-        h = torch.exp(dt_l * A32) * h + dt_l * B32[:, :, :, step] * u32[:, :, step, None]
-        ys.append((h * C32[:, :, :, step]).sum(-1))
+    # Per-step slices via unbind: under autograd its backward stacks the slices' gradients once,
+    # where indexing [..., step] would build a full-size zero gradient at every step.
+    steps = zip(dt.unbind(-1), u32.unbind(-1), B32.unbind(-1), C32.unbind(-1), strict=True)
+    for dt_l, u_l, B_l, C_l in steps:  # dt_l, u_l: (batch, K*D); B_l, C_l: (batch, K*D, N)
+        dt_l = dt_l[..., None]
+        h = torch.exp(dt_l * A32) * h + dt_l * B_l * u_l[..., None]
+        ys.append((h * C_l).sum(-1))
     y = torch.stack(ys, dim=-1) if ys else u32.new_zeros(batch, channels, 0)
     y = y + D.float()[None, :, None] * u32
     return y.to(io_dtype)
@@ -81,7 +84,8 @@ def selective_scan_bwd_ref(
     inputs = [t.detach().requires_grad_(True) for t in (u, delta, A, B, C, D, delta_bias)]
     with torch.enable_grad():
         y = selective_scan_ref(*inputs, delta_softplus=delta_softplus)
-    return torch.autograd.grad(y, inputs, dy)
+    # An input the graph never reaches (any but u and D when L = 0) gets zeros, not None.
+    return torch.autograd.grad(y, inputs, dy, allow_unused=True, materialize_grads=True)
 
 
 def cross_scan_ref(x: torch.Tensor, order: str) -> torch.Tensor:

@@ -97,9 +97,12 @@ VMDDPM_API int vmddpm_selective_scan_cpu(
     int64_t batch, int64_t channels, int64_t routes, int64_t state, int64_t length,
     int dtype, int delta_softplus);
 
-/* Backward of vmddpm_selective_scan_cpu for training, fp32 only: given the forward inputs and
- * dy (batch, channels, length), writes du, ddelta (as u), dA (channels, state), dB, dC (as B),
- * dD, ddelta_bias (channels). Every output is overwritten (not accumulated). */
+/* Backward of vmddpm_selective_scan_cpu, for training; fp32 io only (callers widen fp16/bf16).
+ * Given the forward's inputs and dy (batch, channels, length), writes the gradients du, ddelta
+ * (laid out as u), dA (channels, state), dB, dC (as B), dD and ddelta_bias (channels); dA, dD and
+ * ddelta_bias are summed over the batch, dB and dC over each route's channels. Every output is
+ * overwritten, not accumulated. Results do not depend on the thread count. There is no CUDA
+ * twin yet: on a GPU, differentiate the reference (vmddpm_deploy does). */
 VMDDPM_API int vmddpm_selective_scan_bwd_cpu(
     const float* u, const float* delta, const float* A, const float* B, const float* C,
     const float* D, const float* delta_bias, const float* dy, float* du, float* ddelta,
