@@ -4,20 +4,21 @@ graph against torch fp32, and a failing row when the graphs come from other weig
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.runtime.conftest import MICRO
 from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
 from vmddpm_deploy.cli import app
 from vmddpm_deploy.diffusion import NoiseSchedule
-from vmddpm_deploy.errors import ArtifactError, ParityError
+from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError, ParityError
 from vmddpm_deploy.export.manifest import read_manifest
 from vmddpm_deploy.runtime.onnx_reference_backend import OnnxReferenceDenoiser
 from vmddpm_deploy.runtime.source import load_denoiser, open_source
-
-from tests.runtime.conftest import MICRO
 
 
 def test_custom_node_graphs_match_torch(exported):
@@ -65,3 +66,56 @@ def test_plugin_version_mismatch_is_refused(exported, tmp_path):
     onnx.save(model, path)
     with pytest.raises(ArtifactError, match="plugin_version='2'"):
         OnnxReferenceDenoiser(path)(torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long))
+
+
+def test_check_names_the_torch_row_as_the_reference(exported, tmp_path):
+    _, export_dir = exported
+    result = CliRunner().invoke(app, ["check", str(export_dir), "--backends", "torch,reference-onnx", "--batch", "1",
+                                      "--json", str(tmp_path / "check.json")])
+    assert result.exit_code == 0, result.output
+    assert "reference" in result.output
+    torch_row, graph_row = json.loads((tmp_path / "check.json").read_text())["rows"]
+    assert torch_row["backend"] == "torch" and torch_row["max_abs"] == 0
+    assert graph_row["backend"] == "reference-onnx" and 0 < graph_row["max_abs"] < 1e-4
+
+
+def test_check_needs_the_checkpoint_once_it_is_gone(exported, tmp_path):
+    ckpt, export_dir = exported
+    moved = tmp_path / "export"
+    shutil.copytree(export_dir, moved)
+    manifest = (moved / "manifest.json").read_text().replace(str(ckpt), str(tmp_path / "gone.pt"))
+    (moved / "manifest.json").write_text(manifest)
+    runner = CliRunner()
+    result = runner.invoke(app, ["check", str(moved), "--backends", "onnxruntime"])
+    assert result.exit_code == InvalidArgumentError.exit_code
+    assert "--checkpoint" in result.output and "gone.pt" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["check", str(moved), "--backends", "onnxruntime", "--checkpoint", str(ckpt)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "args,code,phrase",
+    [
+        (["--backends", "onnxruntime,warp"], InvalidArgumentError.exit_code, "unknown backend 'warp'"),
+        (["--batch", "0"], InvalidArgumentError.exit_code, "--batch must be at least 1"),
+        (["--checkpoint", "{other_config}"], InvalidArgumentError.exit_code, "different model"),
+    ],
+)
+def test_check_bad_arguments(exported, tmp_path, args, code, phrase):
+    _, export_dir = exported
+    other = save_checkpoint(init_checkpoint(replace(MICRO, base_channels=4), NoiseSchedule()), tmp_path / "o.pt")
+    args = [arg.format(other_config=other) for arg in args]
+    result = CliRunner().invoke(app, ["check", str(export_dir), *args])
+    assert result.exit_code == code, result.output
+    assert phrase in result.output and "Traceback" not in result.output
+
+
+def test_check_refuses_a_corrupt_export(exported, tmp_path):
+    _, export_dir = exported
+    broken = tmp_path / "broken"
+    shutil.copytree(export_dir, broken)
+    graph = broken / "denoiser.onnx"
+    graph.write_bytes(graph.read_bytes()[:-4] + b"\x00\x00\x00\x00")
+    result = CliRunner().invoke(app, ["check", str(broken)])
+    assert result.exit_code == ArtifactError.exit_code
+    assert "denoiser.onnx does not match its sha256" in result.output

@@ -64,3 +64,76 @@ def test_corrupt_graph_is_refused_in_one_line(exported, tmp_path):
     result = CliRunner().invoke(app, ["sample", str(broken), "--n", "1", "--out", str(tmp_path / "o")])
     assert result.exit_code == ArtifactError.exit_code
     assert "sha256" in result.output and "Traceback" not in result.output
+
+
+def test_reference_onnx_backends_run_the_custom_node_graphs(exported):
+    ckpt, export_dir = exported
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    t = torch.tensor([10, 700])
+    expected = load_denoiser(open_source(ckpt), "torch")(x, t)
+    fp32 = load_denoiser(open_source(export_dir), "reference-onnx")
+    assert fp32.io_dtype == np.float32
+    torch.testing.assert_close(fp32(x, t), expected, rtol=0, atol=1e-4)
+    fp16 = load_denoiser(open_source(export_dir), "reference-onnx-fp16")
+    assert fp16.io_dtype == np.float16
+    torch.testing.assert_close(fp16(x, t), expected, rtol=3e-3, atol=5e-3)
+    with pytest.raises(InvalidArgumentError, match="export"):
+        load_denoiser(open_source(ckpt), "reference-onnx")
+
+
+def test_onnxruntime_session_options(exported):
+    from vmddpm_deploy.runtime.onnxruntime_backend import OnnxRuntimeDenoiser
+
+    _, export_dir = exported
+    graph = export_dir / "denoiser.portable.onnx"
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+    t = torch.tensor([3, 333])
+    optimised = OnnxRuntimeDenoiser(graph, threads=2, optimization="all")
+    plain = OnnxRuntimeDenoiser(graph, threads=1, optimization="disable")
+    assert plain.session.get_session_options().intra_op_num_threads == 1
+    torch.testing.assert_close(optimised(x, t), plain(x, t), rtol=0, atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match="graph optimisation level 'max'"):
+        OnnxRuntimeDenoiser(graph, optimization="max")
+    with pytest.raises(InvalidArgumentError, match="at least 1"):
+        OnnxRuntimeDenoiser(graph, threads=0)
+
+
+def test_onnxruntime_on_cuda_needs_the_cuda_provider(exported):
+    import onnxruntime
+
+    from vmddpm_deploy.errors import BackendUnavailableError
+    from vmddpm_deploy.runtime.onnxruntime_backend import OnnxRuntimeDenoiser
+
+    _, export_dir = exported
+    graph = export_dir / "denoiser.portable.onnx"
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
+            OnnxRuntimeDenoiser(graph, "cuda")
+        return
+    if not torch.cuda.is_available():
+        pytest.skip("onnxruntime has the CUDA provider but torch sees no GPU")
+    ckpt, _ = exported
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(7)).cuda()  # IO binding path
+    t = torch.tensor([3, 333]).cuda()
+    eps = OnnxRuntimeDenoiser(graph, "cuda")(x, t)
+    assert eps.is_cuda
+    torch.testing.assert_close(eps.cpu(), load_denoiser(open_source(ckpt), "torch")(x.cpu(), t.cpu()), rtol=0,
+                               atol=1e-4)
+
+
+def test_ddim_trajectory_from_the_same_noise_agrees(exported):
+    """20 DDIM steps through torch and through ONNX Runtime from the same per-sample noise."""
+    from vmddpm_deploy.diffusion import make_sampler
+    from vmddpm_deploy.sampling import generate
+
+    ckpt, export_dir = exported
+    source = open_source(export_dir)
+    images = {}
+    for backend, src in (("torch", open_source(ckpt)), ("onnxruntime", source)):
+        sampler = make_sampler("ddim", src.schedule, 20)
+        batches = generate(load_denoiser(src, backend), sampler, 11, range(3), (1, 8, 8), batch_size=3)
+        images[backend] = torch.cat([x0 for _, x0 in batches]).clamp(-1, 1)
+    mse = (images["torch"] - images["onnxruntime"]).pow(2).mean().item()
+    psnr = 10 * np.log10(2.0**2 / max(mse, 1e-20))  # data range [-1, 1]
+    assert psnr >= 40, psnr
+    assert images["torch"].std() > 0.05  # the trajectories went somewhere: not two constant images

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,23 +20,27 @@ def check(
     backends: Annotated[
         str,
         typer.Option(
-            help="Comma-separated rows compared with torch fp32: onnxruntime (portable graph), reference-onnx "
-            "(the custom-node graph TensorRT parses, run by onnx's ReferenceEvaluator with our ops), "
-            "reference-onnx-fp16, tensorrt."
+            help="Comma-separated rows compared with torch fp32: torch (the reference itself), onnxruntime "
+            "(portable graph), reference-onnx (the custom-node graph TensorRT parses, run by onnx's "
+            "ReferenceEvaluator with our ops), reference-onnx-fp16 (its fp16 twin), tensorrt (the engine)."
         ),
     ] = "onnxruntime,reference-onnx,reference-onnx-fp16",
     batch: Annotated[int, typer.Option(help="Batch size of the test input.")] = 2,
     checkpoint: Annotated[
-        Optional[Path],
-        typer.Option(help="Checkpoint for the torch row when the one the manifest names is gone or changed."),
+        Path | None,
+        typer.Option(
+            help="Checkpoint for the torch fp32 reference; default: the one the manifest names, if it is "
+            "still there with the recorded sha256."
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="Device: cpu, cuda.")] = "cpu",
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows as JSON here.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here.")] = None,
 ) -> None:
     """Run one (x, t) batch through each backend and compare eps with torch fp32.
 
     Prints max abs / max rel error per row and pass/fail by the row's dtype tolerance (fp32 rows:
-    1e-4 absolute; fp16 rows: atol 5e-3, rtol 3e-3). Exits 10 when a row fails.
+    1e-4 absolute; fp16 rows: atol 5e-3, rtol 3e-3). Exits 10 when a row fails. The export's
+    checksums are verified first (exit 8 on a mismatch).
 
     Example: vmddpm-deploy check exports/ckpt --backends onnxruntime,reference-onnx --batch 2
     """
@@ -47,16 +51,15 @@ def check(
 
     if batch < 1:
         raise InvalidArgumentError(f"--batch must be at least 1, got {batch}")
-    source = open_source(export_dir)
-    torch_source = open_source(checkpoint) if checkpoint is not None else None
-    rows = run_check(source, parse_csv(backends, "--backends"), batch, device, torch_source)
+    names = parse_csv(backends, "--backends")
+    rows = run_check(open_source(export_dir), names, batch, device, checkpoint)
     table = Table(title=f"eps vs torch fp32, {export_dir}, batch {batch}")
     for column in ("backend", "max abs", "max rel", "tolerance", "result"):
         table.add_column(column, justify="left" if column in ("backend", "result") else "right")
     for row in rows:
         table.add_row(row["backend"], f"{row['max_abs']:.2e}", f"{row['max_rel']:.2e}",
                       f"atol {row['atol']:g} rtol {row['rtol']:g}",
-                      "[green]pass[/]" if row["passed"] else "[red]FAIL[/]")
+                      _verdict(row))
     wide_console().print(table)
     if json_path is not None:
         data = json.dumps({"export_dir": str(export_dir), "batch": batch, "rows": rows}, indent=2).encode()
@@ -64,3 +67,9 @@ def check(
     failed = [row["backend"] for row in rows if not row["passed"]]
     if failed:
         raise ParityError(f"{', '.join(failed)} disagree with torch fp32 beyond tolerance (see the table)")
+
+
+def _verdict(row: dict) -> str:
+    if row["backend"] == "torch":
+        return "reference"
+    return "[green]pass[/]" if row["passed"] else "[red]FAIL[/]"

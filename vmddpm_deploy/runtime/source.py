@@ -9,6 +9,8 @@ backend         runs               needs
 ==============  =================  ==============================================================
 torch           the PyTorch model  a checkpoint (native ops when built)
 onnxruntime     portable graph     an export dir with ``denoiser.portable.onnx``
+reference-onnx  custom-node graph  an export dir with ``denoiser.onnx`` (``-fp16``: the fp16 one),
+                                   run by onnx's ReferenceEvaluator with our ops: slow, for ``check``
 tensorrt        engine plan        an export dir with an engine built here (``build-engine``)
 auto            the fastest one    picks as :func:`resolve_backend` says
 ==============  =================  ==============================================================
@@ -65,7 +67,7 @@ def open_source(path: str | os.PathLike) -> DenoiserSource:
 def _load_torch(source: DenoiserSource, device: str) -> Denoiser:
     from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 
-    checkpoint = source.checkpoint or _source_checkpoint(source)
+    checkpoint = source.checkpoint or source_checkpoint(source)
     if checkpoint is None:
         raise InvalidArgumentError(
             f"the torch backend needs the checkpoint; {source.path} is an export directory whose source "
@@ -85,6 +87,20 @@ def _load_onnxruntime(source: DenoiserSource, device: str) -> Denoiser:
     return OnnxRuntimeDenoiser(source.manifest.graph_path("portable"), device)
 
 
+def _reference_onnx(kind: str) -> Callable[[DenoiserSource, str], Denoiser]:
+    def load(source: DenoiserSource, device: str) -> Denoiser:
+        from vmddpm_deploy.runtime.onnx_reference_backend import OnnxReferenceDenoiser
+
+        if source.manifest is None:
+            raise InvalidArgumentError(
+                f"the reference-onnx backend runs an export directory's custom-node graph; export "
+                f"{source.path} first: vmddpm-deploy export {source.path}"
+            )
+        return OnnxReferenceDenoiser(source.manifest.graph_path(kind))  # CPU only; eps returns on x's device
+
+    return load
+
+
 def _load_tensorrt(source: DenoiserSource, device: str) -> Denoiser:
     from vmddpm_deploy.runtime.tensorrt_backend import load_tensorrt_denoiser
 
@@ -99,11 +115,13 @@ def _load_tensorrt(source: DenoiserSource, device: str) -> Denoiser:
 BACKENDS: dict[str, Callable[[DenoiserSource, str], Denoiser]] = {
     "torch": _load_torch,
     "onnxruntime": _load_onnxruntime,
+    "reference-onnx": _reference_onnx("fp32"),
+    "reference-onnx-fp16": _reference_onnx("fp16"),
     "tensorrt": _load_tensorrt,
 }
 
 
-def _source_checkpoint(source: DenoiserSource) -> Checkpoint | None:
+def source_checkpoint(source: DenoiserSource) -> Checkpoint | None:
     """The checkpoint an export was made from, if it is still where the manifest says, unchanged."""
     recorded = (source.manifest.data.get("source") or {}) if source.manifest else {}
     path = Path(recorded.get("checkpoint", ""))
@@ -131,7 +149,7 @@ def resolve_backend(name: str, source: DenoiserSource) -> str:
         return name
     if _tensorrt_runs_here(source):
         return "tensorrt"
-    if source.checkpoint is not None or _source_checkpoint(source) is not None:
+    if source.checkpoint is not None or source_checkpoint(source) is not None:
         return "torch"
     return "onnxruntime"
 
