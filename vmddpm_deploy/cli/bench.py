@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,27 +19,31 @@ from vmddpm_deploy.cli.app import (
 )
 from vmddpm_deploy.errors import InvalidArgumentError
 
-BENCH_BACKENDS = ("torch", "torch-reference", "scan-free")
+BENCH_BACKENDS = ("torch", "torch-reference", "scan-free", "onnxruntime")
 
 
 @app.command()
 @reports_errors
 def bench(
-    source: Annotated[Path, typer.Argument(help="Checkpoint file (ckpt.pt) to benchmark.")],
+    source: Annotated[
+        Path, typer.Argument(help="Checkpoint file (ckpt.pt) or export directory (from `vmddpm-deploy export`).")
+    ],
     backends: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Comma-separated rows: torch (native ops when built), torch-reference (pure-PyTorch "
-            "ops), scan-free (benchmark-only floor: the scan replaced by its skip term D*u)."
+            "ops), scan-free (benchmark-only floor: the scan replaced by its skip term D*u), onnxruntime "
+            "(the export's portable graph). Default: torch,torch-reference,scan-free for a checkpoint; "
+            "torch,torch-reference,onnxruntime for an export dir (onnxruntime alone if its checkpoint is gone)."
         ),
-    ] = "torch,torch-reference,scan-free",
+    ] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
     steps: Annotated[int, typer.Option(help="DDIM steps of the full run behind images/s.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 2,
     iters: Annotated[int, typer.Option(help="Timed calls per row.")] = 10,
     device: Annotated[str, typer.Option(help="Torch device (cpu, cuda).")] = "cpu",
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows as JSON here.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Also plot latency vs batch size (needs matplotlib).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also plot latency vs batch size (needs matplotlib).")] = None,
 ) -> None:
     """Time the denoiser of each backend side by side, in one run, and report speedups.
 
@@ -48,31 +52,53 @@ def bench(
     in the same run.
 
     Example: vmddpm-deploy bench ckpt.pt --batch-sizes 1,16 --json bench.json
+
+    Example: vmddpm-deploy bench exports/ckpt --backends torch,onnxruntime
     """
+    import torch
     from rich.table import Table
 
     from vmddpm_deploy.benchmark import SCAN_FREE, BenchTarget, run_bench
-    from vmddpm_deploy.checkpoint import load_checkpoint
     from vmddpm_deploy.diffusion import make_sampler
     from vmddpm_deploy.ops import dispatch
+    from vmddpm_deploy.runtime.source import (
+        load_denoiser,
+        open_source,
+        source_checkpoint,
+    )
     from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 
-    names = parse_csv(backends, "--backends")
-    unknown = [name for name in names if name not in BENCH_BACKENDS]
-    if unknown:
-        raise InvalidArgumentError(f"unknown backend {unknown[0]!r} in --backends; choose from {', '.join(BENCH_BACKENDS)}")
+    if backends is not None:
+        _check_names(parse_csv(backends, "--backends"))
     sizes = [parse_positive_int(text, "--batch-sizes") for text in parse_csv(batch_sizes, "--batch-sizes")]
     if warmup < 0 or iters < 1:
         raise InvalidArgumentError("--warmup must be >= 0 and --iters >= 1")
     if plot is not None:
         _require_matplotlib()
 
-    checkpoint = load_checkpoint(source)
-    sampler_steps = make_sampler("ddim", checkpoint.schedule, steps)
-    torch_denoiser = TorchDenoiser(checkpoint, device)
+    opened = open_source(source)  # an export dir's checksums are verified here
+    checkpoint = opened.checkpoint or source_checkpoint(opened)
+    if backends is None:
+        backends = "torch,torch-reference," + ("scan-free" if opened.manifest is None else "onnxruntime")
+        if checkpoint is None:
+            backends = "onnxruntime"
+    names = parse_csv(backends, "--backends")
+    torch_rows = [name for name in names if name != "onnxruntime"]
+    if torch_rows and checkpoint is None:
+        raise InvalidArgumentError(
+            f"the {torch_rows[0]} row needs the checkpoint that {source} was exported from, which is gone or "
+            "changed; bench the checkpoint itself, or use --backends onnxruntime"
+        )
+    sampler_steps = make_sampler("ddim", opened.schedule, steps)
     kernels = {"torch": None, "torch-reference": dispatch.REFERENCE, "scan-free": SCAN_FREE}
-    targets = [BenchTarget(name, torch_denoiser, torch_denoiser.device, kernels[name]) for name in names]
-    config = checkpoint.config
+    torch_denoiser = TorchDenoiser(checkpoint, device) if torch_rows else None
+    targets = [
+        BenchTarget(name, load_denoiser(opened, name, device), torch.device(device))
+        if name == "onnxruntime"
+        else BenchTarget(name, torch_denoiser, torch_denoiser.device, kernels[name])
+        for name in names
+    ]
+    config = opened.config
     baseline = "torch-reference" if "torch-reference" in names else names[0]
 
     table = Table(title=f"denoiser latency, {config.image_size}x{config.image_size}, DDIM {steps} steps")
@@ -104,6 +130,12 @@ def bench(
         write_atomic(json_path, lambda handle: handle.write(data))
     if plot is not None:
         _plot_latency(rows, plot)
+
+
+def _check_names(names: list[str]) -> None:
+    unknown = [name for name in names if name not in BENCH_BACKENDS]
+    if unknown:
+        raise InvalidArgumentError(f"unknown backend {unknown[0]!r} in --backends; choose from {', '.join(BENCH_BACKENDS)}")
 
 
 def _require_matplotlib() -> None:
