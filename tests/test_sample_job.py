@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from PIL import Image
 
 from vmddpm_deploy.checkpoint import init_checkpoint
 from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
-from vmddpm_deploy.errors import InvalidArgumentError
+from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 from vmddpm_deploy.sample_job import JobSettings, SampleJob, Shard
 
@@ -30,8 +30,8 @@ def sampler():
     return make_sampler("ddim", NoiseSchedule(), 4, eta=0.5)
 
 
-def settings(n=5, image_format="npz", shard=Shard(), steps=4) -> JobSettings:
-    return JobSettings("f" * 64, n, "ddim", steps, 0.5, 11, image_format, shard)
+def settings(n=5, image_format="npz", shard: Shard | None = None, steps=4) -> JobSettings:
+    return JobSettings("f" * 64, n, "ddim", steps, 0.5, 11, image_format, shard or Shard())
 
 
 def run(out, denoiser, sampler, batch_size=2, resume=False, **kwargs):
@@ -73,7 +73,7 @@ class KilledAfter:
         return self.inner(x, t)
 
 
-@pytest.mark.parametrize("image_format", ["png", "npz"])
+@pytest.mark.parametrize("image_format", ["png", "npz", "nifti", "nifti-volume"])
 def test_resume_after_kill_gives_the_uninterrupted_files(tmp_path, denoiser, sampler, image_format):
     run(tmp_path / "clean", denoiser, sampler, image_format=image_format)
     killed = tmp_path / "killed"
@@ -83,16 +83,91 @@ def test_resume_after_kill_gives_the_uninterrupted_files(tmp_path, denoiser, sam
     assert progress["done"] == [0, 1]
     summary = run(killed, denoiser, sampler, image_format=image_format, resume=True)
     assert summary["images"] == 3 and summary["already_done"] == 2
-    if image_format == "png":
-        names = sorted(p.name for p in (tmp_path / "clean").glob("*.png"))
-        assert names == sorted(p.name for p in killed.glob("*.png")) and len(names) == 5
-        for name in names:
-            assert (tmp_path / "clean" / name).read_bytes() == (killed / name).read_bytes()
-    else:
+    if image_format == "npz":
         clean, resumed = load_npz(tmp_path / "clean" / "samples.npz"), load_npz(killed / "samples.npz")
         assert clean[0].tolist() == resumed[0].tolist()
         assert np.array_equal(clean[1], resumed[1])
+    else:  # png and NIfTI files are byte-for-byte reproducible (gzip without a time stamp)
+        suffix = {"png": ".png", "nifti": ".nii.gz", "nifti-volume": ".nii.gz"}[image_format]
+        names = sorted(p.name for p in (tmp_path / "clean").glob(f"*{suffix}"))
+        assert names == sorted(p.name for p in killed.glob(f"*{suffix}"))
+        assert len(names) == (1 if image_format == "nifti-volume" else 5)
+        for name in names:
+            assert (tmp_path / "clean" / name).read_bytes() == (killed / name).read_bytes()
     assert not list(killed.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("image_format", ["npz", "nifti-volume"])
+def test_resuming_a_finished_stacked_shard_makes_nothing(tmp_path, denoiser, sampler, image_format):
+    run(tmp_path / "o", denoiser, sampler, image_format=image_format)  # parts merged and removed
+    merged = next((tmp_path / "o").glob("samples.n*")).read_bytes()
+    summary = run(tmp_path / "o", denoiser, sampler, image_format=image_format, resume=True)
+    assert summary["images"] == 0 and summary["already_done"] == 5
+    assert next((tmp_path / "o").glob("samples.n*")).read_bytes() == merged
+
+
+def test_a_shard_without_indices_finishes_without_a_file(tmp_path, denoiser, sampler):
+    summary = run(tmp_path / "o", denoiser, sampler, n=1, shard=Shard(1, 2))
+    assert summary["images"] == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["samples.shard-1-of-2.json"]
+
+
+def test_shards_of_another_split_are_refused(tmp_path, denoiser, sampler):
+    run(tmp_path / "o", denoiser, sampler, n=2, shard=Shard(0, 2))
+    for shard, resume in [(Shard(), False), (Shard(1, 3), True)]:
+        with pytest.raises(OutputError, match=r"split into 2 shard\(s\) \(progress.shard-0-of-2.json\)"):
+            SampleJob(tmp_path / "o", settings(n=2, shard=shard), resume=resume)
+    assert SampleJob(tmp_path / "o", settings(n=2, shard=Shard(1, 2)), resume=False).todo == [1]
+
+
+def test_nifti_holds_the_png_pixels_upright_and_scaled_to_the_model_range(tmp_path, denoiser, sampler):
+    import nibabel as nib
+
+    from vmddpm_deploy.data.readers import read_planes
+
+    for image_format in ("png", "nifti", "nifti-volume"):
+        run(tmp_path / image_format, denoiser, sampler, n=3, image_format=image_format)
+    png = [np.asarray(Image.open(tmp_path / "png" / f"{i:05d}.png"), dtype=np.int64) for i in range(3)]
+    volume = nib.load(tmp_path / "nifti-volume" / "samples.nii.gz")
+    assert volume.shape == (8, 8, 3) and volume.get_data_dtype() == np.uint16
+    for i in range(3):
+        single = nib.load(tmp_path / "nifti" / f"{i:05d}.nii.gz")
+        assert single.shape == (8, 8, 1)
+        for image, k in ((single, 0), (volume, i)):
+            # Stored: the PNG's uint16 pixels (same batches, same values); read: the model's [-1, 1].
+            assert np.array_equal(np.asarray(image.dataobj.get_unscaled())[:, :, k], png[i])
+            np.testing.assert_allclose(image.get_fdata()[:, :, k], png[i] / 65535 * 2 - 1, rtol=0, atol=1e-6)
+    # 1 mm pixels, rows running posterior (down on screen), columns right, samples superior.
+    assert nib.aff2axcodes(volume.affine) == ("P", "R", "S") and volume.header.get_zooms() == (1.0, 1.0, 1.0)
+    assert np.allclose(volume.affine @ [0, 0, 0, 1], [0, 7, 0, 1]) and np.allclose(volume.affine @ [7, 7, 2, 1], [7, 0, 2, 1])
+    # A NIfTI reader that orients slices the way radiology viewers show them sees the PNG.
+    planes = read_planes(tmp_path / "nifti-volume" / "samples.nii.gz", "nifti", slice_axis="axial")
+    for i in range(3):
+        np.testing.assert_allclose(planes.pixels[i], png[i] / 65535 * 2 - 1, atol=1e-6)
+    single = nib.load(tmp_path / "nifti" / "00002.nii.gz")
+    assert single.header["descrip"].item().decode() == "ddim steps=4 eta=0.5 seed=11 index=2"
+    assert volume.header["descrip"].item().decode() == "ddim steps=4 eta=0.5 seed=11 index=k"
+    metadata = json.loads(volume.header.extensions[0].get_content())
+    assert metadata["indices"] == [0, 1, 2] and metadata["settings"]["seed"] == 11
+    assert metadata["settings"]["source_sha256"] == "f" * 64
+
+
+def test_sample_cli_writes_a_nifti_volume(tmp_path, micro_config):
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from vmddpm_deploy.checkpoint import save_checkpoint
+    from vmddpm_deploy.cli import app
+
+    ckpt = save_checkpoint(init_checkpoint(micro_config, NoiseSchedule(), seed=0), tmp_path / "m.pt")
+    result = CliRunner().invoke(app, [
+        "sample", str(ckpt), "--n", "3", "--steps", "2", "--format", "nifti-volume", "--shard", "1/2",
+        "--out", str(tmp_path / "o"),
+    ])
+    assert result.exit_code == 0, result.output
+    volume = nib.load(tmp_path / "o" / "samples.shard-1-of-2.nii.gz")
+    assert volume.shape == (8, 8, 1)
+    assert volume.header["descrip"].item().decode().endswith("seed=0 index=1+2k")
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, denoiser, sampler):

@@ -1,4 +1,4 @@
-"""Writing generated images: 16-bit PNG (one file per sample) and NPZ.
+"""Writing generated images: 16-bit PNG, NPZ and NIfTI.
 
 Images arrive as float arrays in [-1, 1] and are stored as uint16 (0..65535), the bit depth of
 medical modalities. Every file is written under a temporary name and renamed into place, so a
@@ -7,10 +7,13 @@ crash never leaves a truncated file under a final name.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,9 +61,13 @@ def prepare_output_dir(path: Path) -> None:
         raise OutputError(f"output directory {path} is not writable")
 
 
-def png_name(index: int, total: int) -> str:
+def sample_file_name(index: int, total: int, suffix: str) -> str:
     """Zero-padded file name, so a directory listing sorts in sample order."""
-    return f"{index:0{max(5, len(str(max(total - 1, 0))))}d}.png"
+    return f"{index:0{max(5, len(str(max(total - 1, 0))))}d}{suffix}"
+
+
+def png_name(index: int, total: int) -> str:
+    return sample_file_name(index, total, ".png")
 
 
 def write_png16(path: Path, image: np.ndarray) -> None:
@@ -71,3 +78,51 @@ def write_png16(path: Path, image: np.ndarray) -> None:
 def write_npz(path: Path, indices: np.ndarray, images: np.ndarray) -> None:
     """One NPZ with ``indices (n,)`` and ``images (n, C, H, W) uint16``."""
     write_atomic(path, lambda handle: np.savez(handle, indices=indices, images=images))
+
+
+#: NIfTI stores what PNG stores (uint16 v), scaled back to the model's range by the header:
+#: value = v * NIFTI_SLOPE + NIFTI_INTER, so ``nibabel.load(f).get_fdata()`` is in [-1, 1].
+NIFTI_SLOPE, NIFTI_INTER = 2.0 / 65535.0, -1.0
+
+
+def nifti_affine(height: int) -> np.ndarray:
+    """Voxel (row i, column j, sample k) -> RAS millimetres (x, y, z) = (j, height - 1 - i, k).
+
+    1 mm pixels, 1 mm between samples, no resampling: the array stays the PNG's pixel array
+    (rows first) while viewers, which draw +y (anterior) up, show each slice upright as the PNG.
+    """
+    return np.array(
+        [[0.0, 1.0, 0.0, 0.0], [-1.0, 0.0, 0.0, height - 1.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    )
+
+
+def encode_nifti(images: np.ndarray, description: str, metadata: dict[str, Any]) -> bytes:
+    """Encode ``images (n, C, H, W) uint16`` as a gzipped NIfTI-1 volume.
+
+    The volume is (H, W, n) for grey images, (H, W, n, C) otherwise; ``description`` (at most 80
+    bytes, NIfTI's ``descrip``) is what DICOM converters carry over as the series description,
+    ``metadata`` goes into a JSON ``comment`` header extension. Identical inputs give identical
+    bytes (the gzip header carries no time stamp).
+    """
+    import nibabel as nib
+
+    channels, height = images.shape[1], images.shape[2]
+    volume = np.ascontiguousarray(images.transpose(2, 3, 0, 1))  # (H, W, n, C)
+    if channels == 1:
+        volume = volume[..., 0]
+    image = nib.Nifti1Image(volume, nifti_affine(height))
+    image.set_qform(nifti_affine(height), code="aligned")  # qform and sform agree for every reader
+    header = image.header
+    header.set_data_dtype(np.uint16)
+    header.set_slope_inter(NIFTI_SLOPE, NIFTI_INTER)
+    header.set_xyzt_units("mm")
+    header["cal_min"], header["cal_max"] = -1.0, 1.0  # display window, in scaled units
+    header["descrip"] = description.encode()[:80]
+    header.extensions.append(nib.nifti1.Nifti1Extension("comment", json.dumps(metadata).encode()))
+    return gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
+
+
+def write_nifti(path: Path, images: np.ndarray, description: str, metadata: dict[str, Any]) -> None:
+    """One ``.nii.gz`` holding ``images (n, C, H, W) uint16``; see :func:`encode_nifti`."""
+    data = encode_nifti(images, description, metadata)
+    write_atomic(path, lambda handle: handle.write(data))

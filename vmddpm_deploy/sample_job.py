@@ -3,14 +3,17 @@
 Layout of an output directory (one shard ``I/N`` of a job; ``N = 1`` without ``--shard``)::
 
     00000.png, 00001.png, ...         png: one 16-bit PNG per sample, written atomically
-    .parts/00000-00015.npz, ...       npz: one part per batch, merged into samples.npz at the end
+    00000.nii.gz, ...                 nifti: one NIfTI per sample, (H, W, 1) uint16 scaled to [-1, 1]
+    .parts/00000-00015.npz, ...       npz, nifti-volume: one part per batch, merged at the end into
     samples.npz                       npz: ``indices (n,)``, ``images (n, C, H, W) uint16``
+    samples.nii.gz                    nifti-volume: the shard's samples stacked, (H, W, n) uint16
     progress[.shard-I-of-N].json      settings + done indices, rewritten after every batch
     samples[.shard-I-of-N].json       written once the shard is complete: settings, timings
 
-A shard takes the indices ``i`` with ``i % N == I``; shards of one job may share a directory.
-``progress.json`` is only trusted together with the files it lists, so a kill at any moment
-leaves a directory that ``--resume`` continues exactly.
+A shard takes the indices ``i`` with ``i % N == I``; shards of one job may share a directory (a
+directory holds one split: shards of another ``N`` are refused). ``progress.json`` is only trusted
+together with the files it lists, so a kill at any moment leaves a directory that ``--resume``
+continues exactly. NIfTI layout and header: :func:`vmddpm_deploy.outputs.encode_nifti`.
 """
 
 from __future__ import annotations
@@ -18,23 +21,36 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from vmddpm_deploy import __version__
 from vmddpm_deploy.atomic_write import write_atomic
 from vmddpm_deploy.diffusion import Sampler
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
-from vmddpm_deploy.outputs import png_name, prepare_output_dir, to_uint16, write_npz, write_png16
+from vmddpm_deploy.outputs import (
+    prepare_output_dir,
+    sample_file_name,
+    to_uint16,
+    write_nifti,
+    write_npz,
+    write_png16,
+)
 from vmddpm_deploy.runtime import Denoiser
 from vmddpm_deploy.sampling import CallTimer, generate
 
 PROGRESS_FORMAT = "vmddpm-deploy-samples/1"
-IMAGE_FORMATS = ("png", "npz")
+#: One file per sample (written as its batch finishes), by format: the file suffix.
+PER_SAMPLE_SUFFIXES = {"png": ".png", "nifti": ".nii.gz"}
+#: One file per shard, merged from per-batch parts in .parts/ when the shard completes.
+STACKED_SUFFIXES = {"npz": ".npz", "nifti-volume": ".nii.gz"}
+IMAGE_FORMATS = (*PER_SAMPLE_SUFFIXES, *STACKED_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,19 @@ class SampleJob:
         self._pending: list[Future] = []
 
     # -- starting -------------------------------------------------------------------------
+    def _refuse_other_splits(self) -> None:
+        """Shards of another N overlap this one's indices: mixing them would duplicate samples."""
+        for path in sorted(self.out.glob("progress*.json")):
+            match = re.fullmatch(r"progress(?:\.shard-\d+-of-(\d+))?\.json", path.name)
+            count = int(match[1] or 1) if match else self.settings.shard.count
+            if count != self.settings.shard.count:
+                raise OutputError(
+                    f"{self.out} holds a run split into {count} shard(s) ({path.name}); continue it with "
+                    f"the same split (--shard I/{count}, or --ray --workers {count}) or choose another --out"
+                )
+
     def _fresh(self) -> set[int]:
+        self._refuse_other_splits()
         if self.progress_path.exists() or self.summary_path.exists():
             raise OutputError(
                 f"{self.out} already holds this shard's samples; pass --resume to continue "
@@ -105,6 +133,7 @@ class SampleJob:
         return set()
 
     def _resumed_indices(self) -> set[int]:
+        self._refuse_other_splits()
         if not self.progress_path.exists():
             prepare_output_dir(self.out)
             return set()  # nothing to resume: start, as a fresh run would
@@ -123,13 +152,23 @@ class SampleJob:
                 f"--resume with different settings: {first} was {recorded.get(first)!r}, now "
                 f"{wanted[first]!r}; use the original settings or another --out"
             )
-        # Trust an index only when its image is really on disk.
-        return {i for i in done if self._image_exists(int(i))}
+        return self._on_disk({int(i) for i in done})
 
-    def _image_exists(self, index: int) -> bool:
-        if self.settings.image_format == "png":
-            return (self.out / png_name(index, self.settings.n)).exists()
-        return any(index in part_indices for part_indices in self._parts().values())
+    def _sample_path(self, index: int) -> Path:
+        suffix = PER_SAMPLE_SUFFIXES[self.settings.image_format]
+        return self.out / sample_file_name(index, self.settings.n, suffix)
+
+    @property
+    def _stacked_path(self) -> Path:
+        return self.out / f"samples{self.settings.shard.suffix}{STACKED_SUFFIXES[self.settings.image_format]}"
+
+    def _on_disk(self, done: set[int]) -> set[int]:
+        """The indices of ``done`` whose images really are on disk (the only ones to trust)."""
+        if self.settings.image_format in PER_SAMPLE_SUFFIXES:
+            return {i for i in done if self._sample_path(i).exists()}
+        if self._stacked_path.exists():
+            return done  # merged (atomically) only once every index of the shard was done
+        return done & set().union(*self._parts().values())
 
     def _parts(self) -> dict[Path, set[int]]:
         if not self.parts_dir.exists():
@@ -154,7 +193,10 @@ class SampleJob:
     def _write_batch(self, indices: list[int], images: np.ndarray) -> None:
         if self.settings.image_format == "png":
             for index, image in zip(indices, images):
-                write_png16(self.out / png_name(index, self.settings.n), image)
+                write_png16(self._sample_path(index), image)
+        elif self.settings.image_format == "nifti":
+            for index, image in zip(indices, images):
+                write_nifti(self._sample_path(index), image[None], *self._nifti_header(f"index={index}", index=index))
         else:
             self.parts_dir.mkdir(exist_ok=True)
             write_npz(self.parts_dir / f"{indices[0]:05d}-{indices[-1]:05d}.npz", np.asarray(indices), images)
@@ -182,7 +224,7 @@ class SampleJob:
     def finish(self, summary: dict[str, Any]) -> Path:
         """After the last batch: merge npz parts and write the shard's summary."""
         self.close()
-        if self.settings.image_format == "npz":
+        if self.settings.image_format in STACKED_SUFFIXES:
             self._merge_parts()
         payload = {"format": PROGRESS_FORMAT, "settings": self.settings.to_dict(), **summary}
         data = json.dumps(payload, indent=2).encode()
@@ -191,16 +233,38 @@ class SampleJob:
     def _merge_parts(self) -> None:
         mine = set(self.settings.shard.indices(self.settings.n))
         parts = {path: indices for path, indices in self._parts().items() if indices & mine}
+        if not parts:
+            return  # merged by an earlier run, or a shard with no indices (N > n)
         chunks = [np.load(path) for path in parts]
         indices = np.concatenate([c["indices"] for c in chunks])
         images = np.concatenate([c["images"] for c in chunks])
         order = np.argsort(indices)
-        write_npz(self.out / f"samples{self.settings.shard.suffix}.npz", indices[order], images[order])
+        target = self._stacked_path
+        if self.settings.image_format == "npz":
+            write_npz(target, indices[order], images[order])
+        else:
+            shard = self.settings.shard
+            where = "index=k" if shard.count == 1 else f"index={shard.index}+{shard.count}k"
+            write_nifti(target, images[order], *self._nifti_header(where, indices=indices[order].tolist()))
         for chunk in chunks:
             chunk.close()
         for path in parts:
             path.unlink()
 
+    def _nifti_header(self, where: str, **placement: Any) -> tuple[str, dict[str, Any]]:
+        """NIfTI ``descrip`` (80 bytes: sampler, steps, eta, seed, which sample is where) and the
+        JSON extension with every setting. ``where``: "index=7" or, in a volume, "index=1+4k"
+        (slice k is sample 1 + 4k)."""
+        s = self.settings
+        eta = f" eta={s.eta:g}" if s.sampler == "ddim" else ""
+        description = f"{s.sampler} steps={s.steps}{eta} seed={s.seed} {where}"
+        metadata = {
+            "generator": f"vmddpm-deploy {__version__}",
+            "settings": s.to_dict(),
+            **placement,
+            "intensity": "stored uint16 v; value = v * scl_slope + scl_inter = v * 2/65535 - 1, the model's [-1, 1]",
+        }
+        return description, metadata
 
     def run(
         self,

@@ -94,6 +94,8 @@ class SamplerName(str, Enum):
 class ImageFormat(str, Enum):
     png = "png"
     npz = "npz"
+    nifti = "nifti"
+    nifti_volume = "nifti-volume"
 
 
 class Backend(str, Enum):

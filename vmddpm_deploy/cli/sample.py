@@ -33,7 +33,12 @@ def sample(
     seed: Annotated[int, typer.Option(help="Run seed; sample i depends only on (seed, i).")] = 0,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("samples"),
     image_format: Annotated[
-        ImageFormat, typer.Option("--format", help="png: one 16-bit PNG per sample; npz: one samples.npz.")
+        ImageFormat,
+        typer.Option(
+            "--format",
+            help="png: one 16-bit PNG per sample; npz: one samples.npz; nifti: one .nii.gz per sample; "
+            "nifti-volume: one samples.nii.gz, samples stacked along z (uint16, header scales to [-1, 1]).",
+        ),
     ] = ImageFormat.png,
     shard: Annotated[str, typer.Option(help="Make only indices i with i % N == I, given as I/N.")] = "0/1",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out (same settings).")] = False,
@@ -45,6 +50,17 @@ def sample(
         ),
     ] = Backend.auto,
     device: Annotated[str, typer.Option(help="Device: cpu, cuda, cuda:1.")] = "cpu",
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Run as Ray workers, worker w of W making shard w/W (same files, same --resume): "
+            "local (start Ray here), auto (the running cluster) or HOST:PORT. Needs vmddpm-deploy[distributed].",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="With --ray: number of workers (default: one per GPU, or per CPU).")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar; print one JSON summary line.")] = False,
 ) -> None:
     """Generate images with DDPM, DDIM or DPM-Solver++ and write them as 16-bit PNG or NPZ.
@@ -56,6 +72,8 @@ def sample(
     Example: vmddpm-deploy sample ckpt.pt --n 1000 --sampler ddim --steps 50 --out samples/
 
     Job array: vmddpm-deploy sample ckpt.pt --n 100000 --shard $SLURM_ARRAY_TASK_ID/64 --out samples/
+
+    Ray: vmddpm-deploy sample ckpt.pt --n 100000 --ray auto --device cuda --out /shared/samples/
     """
     from vmddpm_deploy.diffusion import make_sampler
     from vmddpm_deploy.runtime.source import load_denoiser, open_source, resolve_backend
@@ -68,6 +86,8 @@ def sample(
     if not 0 <= seed < 2**64:
         raise InvalidArgumentError(f"--seed must be in [0, 2^64), got {seed}")
     shard_spec = Shard.parse(shard)
+    if workers is not None and ray is None:
+        raise InvalidArgumentError("--workers applies to --ray only")
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} exists and is not a directory; choose another --out")
 
@@ -86,19 +106,31 @@ def sample(
         image_format=image_format.value,
         shard=shard_spec,
     )
-    denoiser = load_denoiser(opened, backend_name, device)
-    job = SampleJob(out, settings, resume)
-    total = len(shard_spec.indices(n))
-    with progress_bar(quiet) as progress:
-        task = progress.add_task("sampling", total=total, completed=total - len(job.todo))
-        summary = job.run(
-            denoiser,
-            steps_sampler,
-            image_shape,
-            min(batch_size, n),
-            device,
-            on_step=lambda images: progress.advance(task, images),
+    if ray is not None:
+        from vmddpm_deploy.distributed import RayJob
+
+        ray_job = RayJob(
+            source, settings, out, backend=backend.value, device=device, batch_size=min(batch_size, n),
+            resume=resume, address=ray, workers=workers,
         )
+        with ray_job, progress_bar(quiet) as progress:
+            task = progress.add_task("sampling", total=n, completed=ray_job.already_done)
+            summary = ray_job.run(on_progress=lambda images: progress.update(task, completed=images))
+        backend_name = summary["backend"]  # each worker resolves auto on its own node
+    else:
+        denoiser = load_denoiser(opened, backend_name, device)
+        job = SampleJob(out, settings, resume)
+        total = len(shard_spec.indices(n))
+        with progress_bar(quiet) as progress:
+            task = progress.add_task("sampling", total=total, completed=total - len(job.todo))
+            summary = job.run(
+                denoiser,
+                steps_sampler,
+                image_shape,
+                min(batch_size, n),
+                device,
+                on_step=lambda images: progress.advance(task, images),
+            )
     summary |= {"out": str(out), "backend": backend_name, "sampler": sampler.value, "steps": steps}
     if quiet:
         typer.echo(json.dumps(summary))

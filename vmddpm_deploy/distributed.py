@@ -1,0 +1,302 @@
+"""Sampling on a Ray cluster: the sharded sampler of :mod:`vmddpm_deploy.sample_job` as Ray actors.
+
+Worker ``w`` of ``W`` *is* shard ``w/W`` of the job: it loads its own denoiser (one per GPU, or
+an equal slice of the CPUs), makes the indices ``i`` with ``i % W == w`` and writes them into
+the shared output directory exactly as ``sample --shard w/W`` would, progress file included. So a
+Ray run and a job array of ``W`` tasks leave the same files and either one resumes the other.
+The driver polls the workers' progress for one progress bar. SRC and ``--out`` must be on a
+filesystem every node sees (as for a job array); each worker checks SRC's sha256 against the
+driver's.
+
+Ray is imported only here and only when used: ``pip install 'vmddpm-deploy[distributed]'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from vmddpm_deploy.errors import (
+    ArtifactError,
+    BackendUnavailableError,
+    InvalidArgumentError,
+    VmddpmError,
+)
+from vmddpm_deploy.sample_job import JobSettings, SampleJob, Shard
+
+INSTALL_HINT = "pip install 'vmddpm-deploy[distributed]'"
+#: How often the driver asks the workers how far they are.
+POLL_SECONDS = 0.5
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise BackendUnavailableError(f"--ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+@contextmanager
+def ray_connection(address: str) -> Iterator[Any]:
+    """Yield the ``ray`` module, connected to ``address``.
+
+    ``local`` starts a Ray instance on this machine (and stops it afterwards); ``auto`` joins the
+    cluster running here; ``HOST:PORT`` or ``ray://HOST:PORT`` joins that one. A process that is
+    already connected (e.g. a test's ``ray.init(...)``) keeps its connection.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    try:
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            log_to_driver=False,  # workers print nothing useful; errors come back as exceptions
+            logging_level=logging.WARNING,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackendUnavailableError(
+            f"cannot connect to Ray at {address!r}: {reason}; start one with `ray start --head` or use --ray local"
+        ) from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerPlan:
+    """How many workers, and the Ray resources each one reserves."""
+
+    count: int
+    resources: dict[str, float]
+    threads: int
+
+
+def plan_workers(cluster: dict[str, float], device: str, workers: int | None, n: int) -> WorkerPlan:
+    """One worker per GPU for ``cuda``; for ``cpu`` ``workers`` (default: one per CPU) sharing
+    the cluster's CPUs equally. Never more workers than images."""
+    if device == "cuda":
+        gpus = int(cluster.get("GPU", 0))
+        if gpus == 0:
+            raise BackendUnavailableError("the Ray cluster has no GPUs; use --device cpu")
+        count = workers or gpus
+        if count > gpus:
+            raise InvalidArgumentError(f"--workers {count} needs {count} GPUs, the Ray cluster has {gpus}")
+        return WorkerPlan(min(count, n), {"num_gpus": 1, "num_cpus": 1}, threads=1)
+    cpus = int(cluster.get("CPU", 0))
+    count = workers or cpus
+    if count > cpus:
+        raise InvalidArgumentError(f"--workers {count} needs {count} CPUs, the Ray cluster has {cpus}")
+    count = min(count, n)
+    threads = cpus // count
+    return WorkerPlan(count, {"num_cpus": threads}, threads=threads)
+
+
+class _Stopped(Exception):
+    """Raised inside a worker's sampling loop when the driver asks it to stop."""
+
+
+class ShardWorker:
+    """One shard of the job inside a Ray actor: its own denoiser and :class:`SampleJob`.
+
+    Runs with ``max_concurrency=2`` so that ``completed()`` and ``stop()`` are answered while
+    ``run()`` samples.
+    """
+
+    def __init__(self) -> None:
+        self._completed = 0.0
+        self._stop = threading.Event()
+
+    def prepare(
+        self, source: str, backend: str, device: str, out: str, settings: JobSettings, resume: bool,
+        batch_size: int, threads: int,
+    ) -> tuple[float, str]:
+        """Load the denoiser and open the shard's output; returns (images already done, backend).
+
+        ``backend`` may be ``auto``: it is resolved here, on the worker's node and device.
+        """
+        import torch
+
+        from vmddpm_deploy.diffusion import make_sampler
+        from vmddpm_deploy.runtime.source import (
+            load_denoiser,
+            open_source,
+            resolve_backend,
+        )
+
+        if device == "cpu":
+            torch.set_num_threads(threads)
+        opened = open_source(source)
+        if opened.sha256 != settings.source_sha256:
+            raise ArtifactError(
+                f"{source} on node {os.uname().nodename} is not the driver's (sha256 {opened.sha256[:12]}..., "
+                f"driver {settings.source_sha256[:12]}...); every node must see the same SRC"
+            )
+        config = opened.config
+        self._image_shape = (config.in_channels, config.image_size, config.image_size)
+        self._sampler = make_sampler(settings.sampler, opened.schedule, settings.steps, eta=settings.eta)
+        backend = resolve_backend(backend, opened)
+        self._denoiser = load_denoiser(opened, backend, device)
+        self._job = SampleJob(Path(out), settings, resume)
+        self._batch_size, self._device = batch_size, device
+        self._completed = float(len(settings.shard.indices(settings.n)) - len(self._job.todo))
+        return self._completed, backend
+
+    def run(self) -> dict[str, Any] | None:
+        """Sample every image the shard lacks; the shard's summary, or None when stopped."""
+
+        def on_step(images: float) -> None:
+            if self._stop.is_set():
+                raise _Stopped
+            self._completed += images
+
+        try:
+            return self._job.run(
+                self._denoiser, self._sampler, self._image_shape, self._batch_size, self._device, on_step
+            )
+        except _Stopped:
+            return None  # SampleJob.run finished the writes in flight: the directory is consistent
+
+    def completed(self) -> float:
+        """Images done so far, fractional while a batch is being denoised."""
+        return self._completed
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _get(ray: Any, refs: Any) -> Any:
+    """``ray.get`` that re-raises a worker's VmddpmError as itself (one clear line, its exit code)."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, VmddpmError):
+            raise exc.cause from None
+        raise
+    except ray.exceptions.RayActorError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise BackendUnavailableError(
+            f"a Ray worker died ({reason}); the images already written are kept: rerun with --resume"
+        ) from None
+
+
+def merge_summaries(
+    summaries: Sequence[dict[str, Any]], seconds: float, batch_size: int, backends: Sequence[str]
+) -> dict[str, Any]:
+    """One job summary from the shards' (``SampleJob.run``) summaries and the driver's wall time."""
+    images = sum(s["images"] for s in summaries)
+    calls = sum(s["denoiser_calls"] for s in summaries)
+    call_ms = sum(s["ms_per_denoiser_call"] * s["denoiser_calls"] for s in summaries)
+    return {
+        "images": images,
+        "already_done": sum(s["already_done"] for s in summaries),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(images / seconds, 3) if seconds > 0 else None,
+        "denoiser_calls": calls,
+        "ms_per_denoiser_call": round(call_ms / calls, 3) if calls else 0.0,
+        "batch_size": batch_size,
+        "workers": len(summaries),
+        "backend": ",".join(sorted(set(backends))),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+class RayJob:
+    """The whole job (``settings.shard`` must be 0/1) as ``W`` Ray workers, shard ``w/W`` each.
+
+    Entering connects to Ray, starts the workers and has each load its denoiser and open its
+    shard (so every setup error arrives before any sampling); :meth:`run` samples; leaving stops
+    the workers (and the Ray instance, when ``address="local"`` started one)::
+
+        with RayJob(source, settings, out, backend="auto", device="cuda", batch_size=16) as job:
+            summary = job.run(on_progress=print)
+    """
+
+    def __init__(
+        self,
+        source: Path,
+        settings: JobSettings,
+        out: Path,
+        *,
+        backend: str,
+        device: str,
+        batch_size: int,
+        resume: bool = False,
+        address: str = "local",
+        workers: int | None = None,
+    ):
+        if settings.shard.count != 1:
+            raise InvalidArgumentError("--shard and --ray both split the job; use one of them")
+        if device not in ("cpu", "cuda"):
+            raise InvalidArgumentError(
+                f"--ray gives every worker its own device: pass --device cuda or cpu, not {device}"
+            )
+        if workers is not None and workers < 1:
+            raise InvalidArgumentError(f"--workers must be at least 1, got {workers}")
+        self.source, self.settings, self.out = Path(source).resolve(), settings, Path(out).resolve()
+        self.backend, self.device, self.batch_size, self.resume = backend, device, batch_size, resume
+        self.address, self.workers = address, workers
+        #: Images of the job already on disk when the workers started (from an earlier run).
+        self.already_done = 0.0
+        self._exit = ExitStack()
+
+    def __enter__(self):  # -> Self (typing.Self needs Python 3.11)
+        with ExitStack() as stack:
+            self._ray = ray = stack.enter_context(ray_connection(self.address))
+            plan = plan_workers(ray.cluster_resources(), self.device, self.workers, self.settings.n)
+            actor = ray.remote(ShardWorker).options(max_concurrency=2, **plan.resources)
+            self._actors = [actor.remote() for _ in range(plan.count)]
+            stack.callback(lambda: [ray.kill(worker) for worker in self._actors])
+            prepared = _get(ray, [
+                worker.prepare.remote(
+                    str(self.source), self.backend, self.device, str(self.out),
+                    dataclasses.replace(self.settings, shard=Shard(w, plan.count)), self.resume,
+                    self.batch_size, plan.threads,
+                )
+                for w, worker in enumerate(self._actors)
+            ])
+            self.already_done = sum(done for done, _ in prepared)
+            self._backends = [backend for _, backend in prepared]
+            self._exit = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._exit.close()
+
+    def run(self, on_progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+        """Sample every image the job lacks; returns the merged summary (see :func:`merge_summaries`).
+
+        ``on_progress(images_done)`` is called about every ``POLL_SECONDS`` with the job-wide
+        count (out of ``settings.n``). On Ctrl-C, or when one worker fails, the others finish
+        their writes in flight and stop, so ``--resume`` (with or without Ray) continues.
+        """
+        ray, actors = self._ray, self._actors
+        start = time.perf_counter()
+        runs = {worker.run.remote(): worker for worker in actors}
+        summaries = []
+        try:
+            while runs:
+                ready, _ = ray.wait(list(runs), num_returns=len(runs), timeout=POLL_SECONDS)
+                for ref in ready:
+                    del runs[ref]
+                    summaries.append(_get(ray, ref))
+                if on_progress is not None:
+                    on_progress(sum(_get(ray, [worker.completed.remote() for worker in actors])))
+        except BaseException:
+            if runs:
+                stops = [worker.stop.remote() for worker in actors]
+                ray.wait(stops, num_returns=len(stops), timeout=10)
+                ray.wait(list(runs), num_returns=len(runs), timeout=60)
+            raise
+        return merge_summaries(summaries, time.perf_counter() - start, self.batch_size, self._backends)
