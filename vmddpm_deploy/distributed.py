@@ -120,7 +120,7 @@ class ShardWorker:
 
     def prepare(
         self, source: str, backend: str, device: str, out: str, settings: JobSettings, resume: bool,
-        batch_size: int, threads: int,
+        batch_size: int | None, threads: int,
     ) -> tuple[float, str]:
         """Load the denoiser and open the shard's output; returns (images already done, backend).
 
@@ -191,9 +191,7 @@ def _get(ray: Any, refs: Any) -> Any:
         ) from None
 
 
-def merge_summaries(
-    summaries: Sequence[dict[str, Any]], seconds: float, batch_size: int, backends: Sequence[str]
-) -> dict[str, Any]:
+def merge_summaries(summaries: Sequence[dict[str, Any]], seconds: float, backends: Sequence[str]) -> dict[str, Any]:
     """One job summary from the shards' (``SampleJob.run``) summaries and the driver's wall time."""
     images = sum(s["images"] for s in summaries)
     calls = sum(s["denoiser_calls"] for s in summaries)
@@ -205,7 +203,7 @@ def merge_summaries(
         "images_per_second": round(images / seconds, 3) if seconds > 0 else None,
         "denoiser_calls": calls,
         "ms_per_denoiser_call": round(call_ms / calls, 3) if calls else 0.0,
-        "batch_size": batch_size,
+        "batch_size": max(s["batch_size"] for s in summaries),
         "workers": len(summaries),
         "backend": ",".join(sorted(set(backends))),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -231,7 +229,7 @@ class RayJob:
         *,
         backend: str,
         device: str,
-        batch_size: int,
+        batch_size: int | None = None,
         resume: bool = False,
         address: str = "local",
         workers: int | None = None,
@@ -299,4 +297,4 @@ class RayJob:
                 ray.wait(stops, num_returns=len(stops), timeout=10)
                 ray.wait(list(runs), num_returns=len(runs), timeout=60)
             raise
-        return merge_summaries(summaries, time.perf_counter() - start, self.batch_size, self._backends)
+        return merge_summaries(summaries, time.perf_counter() - start, self._backends)

@@ -43,6 +43,7 @@ from vmddpm_deploy.outputs import (
     write_png16,
 )
 from vmddpm_deploy.runtime import Denoiser
+from vmddpm_deploy.runtime.batching import fit_batches, resolve_batch_size
 from vmddpm_deploy.sampling import CallTimer, generate
 
 PROGRESS_FORMAT = "vmddpm-deploy-samples/1"
@@ -271,17 +272,19 @@ class SampleJob:
         denoiser: Denoiser,
         sampler: Sampler,
         image_shape: tuple[int, int, int],
-        batch_size: int,
+        batch_size: int | None = None,
         device: str | torch.device = "cpu",
         on_step: Callable[[float], None] | None = None,
     ) -> dict[str, Any]:
         """Make every image this shard still lacks; returns the timing summary it recorded.
 
-        Sampling and writing overlap: batch k is encoded and written by the writer thread
-        while batch k+1 is denoised.
+        ``batch_size`` None takes the backend's largest (:func:`resolve_batch_size`); a batch
+        below the backend's minimum is padded. Sampling and writing overlap: batch k is encoded
+        and written by the writer thread while batch k+1 is denoised.
         """
-        timer = CallTimer(denoiser)
         todo = self.todo
+        batch_size = resolve_batch_size(denoiser, batch_size, max(len(todo), 1))
+        timer = CallTimer(fit_batches(denoiser))
         start = time.perf_counter()
         try:
             for indices, x0 in generate(

@@ -29,7 +29,13 @@ def sample(
     sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = SamplerName.ddim,
     steps: Annotated[int, typer.Option(help="Denoising steps (at most the schedule's T).")] = 50,
     eta: Annotated[float, typer.Option(help="DDIM stochasticity: 0 is deterministic, 1 is DDPM-like.")] = 0.0,
-    batch_size: Annotated[int, typer.Option(help="Images per denoiser call.")] = 16,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Images per denoiser call. Default: the largest the backend takes (a TensorRT engine's "
+            "--max-batch, a --batch-dim K export's K), else 16."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Run seed; sample i depends only on (seed, i).")] = 0,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("samples"),
     image_format: Annotated[
@@ -55,7 +61,7 @@ def sample(
         typer.Option(
             metavar="ADDRESS",
             help="Run as Ray workers, worker w of W making shard w/W (same files, same --resume): "
-            "local (start Ray here), auto (the running cluster) or HOST:PORT. Needs vmddpm-deploy[distributed].",
+            "local (start Ray here), auto (the running cluster) or HOST:PORT. Needs vmddpm-deploy\\[distributed].",
         ),
     ] = None,
     workers: Annotated[
@@ -63,7 +69,7 @@ def sample(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar; print one JSON summary line.")] = False,
 ) -> None:
-    """Generate images with DDPM, DDIM or DPM-Solver++ and write them as 16-bit PNG or NPZ.
+    """Generate images with DDPM, DDIM or DPM-Solver++ and write them as 16-bit PNG, NPZ or NIfTI.
 
     Sample i of a run is the same image for any --batch-size, --shard split or resume point:
     its noise comes from (seed, i) alone. Each image is written atomically and progress.json
@@ -76,12 +82,13 @@ def sample(
     Ray: vmddpm-deploy sample ckpt.pt --n 100000 --ray auto --device cuda --out /shared/samples/
     """
     from vmddpm_deploy.diffusion import make_sampler
+    from vmddpm_deploy.runtime.batching import resolve_batch_size
     from vmddpm_deploy.runtime.source import load_denoiser, open_source, resolve_backend
     from vmddpm_deploy.sample_job import JobSettings, SampleJob, Shard
 
     if n < 1:
         raise InvalidArgumentError(f"--n must be at least 1, got {n}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise InvalidArgumentError(f"--batch-size must be at least 1, got {batch_size}")
     if not 0 <= seed < 2**64:
         raise InvalidArgumentError(f"--seed must be in [0, 2^64), got {seed}")
@@ -110,7 +117,7 @@ def sample(
         from vmddpm_deploy.distributed import RayJob
 
         ray_job = RayJob(
-            source, settings, out, backend=backend.value, device=device, batch_size=min(batch_size, n),
+            source, settings, out, backend=backend.value, device=device, batch_size=batch_size,
             resume=resume, address=ray, workers=workers,
         )
         with ray_job, progress_bar(quiet) as progress:
@@ -119,6 +126,7 @@ def sample(
         backend_name = summary["backend"]  # each worker resolves auto on its own node
     else:
         denoiser = load_denoiser(opened, backend_name, device)
+        batch_size = resolve_batch_size(denoiser, batch_size, n)  # a size the backend refuses fails here
         job = SampleJob(out, settings, resume)
         total = len(shard_spec.indices(n))
         with progress_bar(quiet) as progress:
@@ -127,7 +135,7 @@ def sample(
                 denoiser,
                 steps_sampler,
                 image_shape,
-                min(batch_size, n),
+                batch_size,
                 device,
                 on_step=lambda images: progress.advance(task, images),
             )

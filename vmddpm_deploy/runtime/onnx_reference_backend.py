@@ -37,6 +37,7 @@ from vmddpm_deploy.export.manifest import (
     PLUGIN_VERSION,
 )
 from vmddpm_deploy.ops import SCAN_ORDERS, cross_merge, cross_scan, selective_scan
+from vmddpm_deploy.runtime.batching import check_batch
 
 _IDENTITY = {"plugin_version": PLUGIN_VERSION, "plugin_namespace": PLUGIN_NAMESPACE}
 _REEXPORT = "re-export it with this version of vmddpm-deploy (`vmddpm-deploy export CHECKPOINT --force`)"
@@ -169,10 +170,13 @@ class OnnxReferenceDenoiser:
             if node.domain == CUSTOM_DOMAIN:
                 plugin_attributes(node)  # fail with the node's name before building the evaluator
         self.evaluator = ReferenceEvaluator(model, new_ops=CUSTOM_OPS)
-        x_type = model.graph.input[0].type.tensor_type.elem_type
-        self.io_dtype = np.float16 if x_type == onnx.TensorProto.FLOAT16 else np.float32
+        x_type = model.graph.input[0].type.tensor_type
+        self.io_dtype = np.float16 if x_type.elem_type == onnx.TensorProto.FLOAT16 else np.float32
+        fixed = x_type.shape.dim[0]  # dim_value for a graph exported with --batch-dim K
+        self.batch_range = (fixed.dim_value, fixed.dim_value) if fixed.HasField("dim_value") else None
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_batch(self.graph.name, self.batch_range, x.shape[0])
         feeds = {"x": x.detach().cpu().numpy().astype(self.io_dtype), "t": t.detach().cpu().numpy().astype(np.int64)}
         (eps,) = self.evaluator.run(["eps"], feeds)
         return torch.from_numpy(np.asarray(eps)).to(device=x.device, dtype=x.dtype)

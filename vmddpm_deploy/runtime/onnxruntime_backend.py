@@ -24,6 +24,7 @@ from vmddpm_deploy.errors import (
     BackendUnavailableError,
     InvalidArgumentError,
 )
+from vmddpm_deploy.runtime.batching import check_batch
 
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 _ORT_WARNING = 2  # onnxruntime severities: 0 verbose, 1 info, 2 warning, 3 error
@@ -89,8 +90,12 @@ class OnnxRuntimeDenoiser:
             )
         self.io_dtype = np.float16 if inputs["x"].type == "tensor(float16)" else np.float32
         self.providers = self.session.get_providers()
+        self.graph_name = Path(graph).name
+        fixed = inputs["x"].shape[0]  # an int for a graph exported with --batch-dim K, else a name
+        self.batch_range = (fixed, fixed) if isinstance(fixed, int) else None
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_batch(self.graph_name, self.batch_range, x.shape[0])
         if self.device.type == "cuda":
             return self._run_bound(x, t)
         feeds = {

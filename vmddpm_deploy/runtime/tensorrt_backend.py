@@ -35,6 +35,7 @@ from vmddpm_deploy.errors import (
     InvalidArgumentError,
 )
 from vmddpm_deploy.export.manifest import MANIFEST_NAME, Manifest, read_manifest
+from vmddpm_deploy.runtime.batching import check_batch
 from vmddpm_deploy.tensorrt.engines import ENGINE_SUFFIX, select_engine
 from vmddpm_deploy.tensorrt.environment import cuda_gpu, import_tensorrt
 from vmddpm_deploy.tensorrt.logger import tensorrt_logger
@@ -195,17 +196,13 @@ class TensorRTDenoiser:
             size = getattr(self.engine, "device_memory_size_v2", None) or self.engine.device_memory_size
             self.activation_memory = torch.empty(max(int(size), 1), dtype=torch.uint8, device=device)
             self.stream = torch.cuda.Stream(device)
-        self.min_batch, self.max_batch = int(entry["min_batch"]), int(entry["max_batch"])
+        self.batch_range = (int(entry["min_batch"]), int(entry["max_batch"]))
         self.runners: dict[int, _BatchRunner] = {}
         self.graph_status: dict[int, str] = {}
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        if not self.min_batch <= batch <= self.max_batch:
-            raise InvalidArgumentError(
-                f"batch {batch} is outside {self.engine_name}'s range {self.min_batch}..{self.max_batch}; "
-                f"use --batch-size within it or build an engine with a wider --min-batch/--max-batch"
-            )
+        check_batch(self.engine_name, self.batch_range, batch)
         with torch.cuda.device(self.device):
             runner = self.runners.get(batch)
             if runner is None:

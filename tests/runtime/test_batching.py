@@ -1,0 +1,110 @@
+"""Batch sizes: backends with a fixed batch say so, and sampling runs any job on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from vmddpm_deploy.cli import app
+from vmddpm_deploy.errors import InvalidArgumentError
+from vmddpm_deploy.export import export_checkpoint
+from vmddpm_deploy.runtime.batching import (
+    DEFAULT_BATCH_SIZE,
+    PaddedDenoiser,
+    fit_batches,
+    resolve_batch_size,
+)
+from vmddpm_deploy.runtime.onnx_reference_backend import OnnxReferenceDenoiser
+from vmddpm_deploy.runtime.onnxruntime_backend import OnnxRuntimeDenoiser
+
+runner = CliRunner()
+
+
+class RowwiseDenoiser:
+    """eps = row-dependent function of (x, t), batches limited to ``batch_range``; records calls."""
+
+    def __init__(self, batch_range):
+        self.batch_range = batch_range
+        self.calls: list[int] = []
+
+    def __call__(self, x, t):
+        low, high = self.batch_range
+        assert low <= x.shape[0] <= high
+        self.calls.append(x.shape[0])
+        return torch.tanh(x) * (t.float()[:, None, None, None] / 1000.0)
+
+
+@pytest.fixture(scope="module")
+def static_export(exported, tmp_path_factory):
+    """The micro model's portable and fp32 custom-node graphs exported with a fixed batch of 4."""
+    ckpt, _ = exported
+    out = tmp_path_factory.mktemp("static") / "b4"
+    export_checkpoint(ckpt, out, dtypes=("fp32",), ops=("plugin", "portable"), batch_dim=4)
+    return out
+
+
+def test_padding_runs_small_batches_and_keeps_their_rows():
+    inner = RowwiseDenoiser((4, 8))
+    padded = fit_batches(inner)
+    assert isinstance(padded, PaddedDenoiser)
+    x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([1, 500, 999])
+    eps = padded(x, t)
+    assert inner.calls == [4] and eps.shape == x.shape
+    torch.testing.assert_close(eps, torch.tanh(x) * (t.float()[:, None, None, None] / 1000.0), rtol=0, atol=0)
+    padded(torch.zeros(6, 1, 4, 4), torch.zeros(6, dtype=torch.long))
+    assert inner.calls == [4, 6]  # within the range: passed through as it is
+    unlimited = RowwiseDenoiser((1, 8))
+    assert fit_batches(unlimited) is unlimited
+
+
+def test_default_batch_size_is_the_backends_largest():
+    assert resolve_batch_size(RowwiseDenoiser((1, 32)), None, 1000) == 32
+    assert resolve_batch_size(RowwiseDenoiser((4, 4)), None, 3) == 3
+    assert resolve_batch_size(lambda x, t: x, None, 1000) == DEFAULT_BATCH_SIZE
+    assert resolve_batch_size(lambda x, t: x, None, 5) == 5
+    assert resolve_batch_size(lambda x, t: x, 64, 1000) == 64
+    with pytest.raises(InvalidArgumentError, match="--batch-size 16 is larger than this backend takes .at most 8"):
+        resolve_batch_size(RowwiseDenoiser((1, 8)), 16, 1000)
+
+
+def test_fixed_batch_graphs_report_and_enforce_their_batch(static_export, exported):
+    _, dynamic_export = exported
+    ort = OnnxRuntimeDenoiser(static_export / "denoiser.portable.onnx")
+    reference = OnnxReferenceDenoiser(static_export / "denoiser.onnx")
+    assert ort.batch_range == (4, 4) and reference.batch_range == (4, 4)
+    assert OnnxRuntimeDenoiser(dynamic_export / "denoiser.portable.onnx").batch_range is None
+    assert OnnxReferenceDenoiser(dynamic_export / "denoiser.onnx").batch_range is None
+    x, t = torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)
+    for denoiser, graph in ((ort, "denoiser.portable.onnx"), (reference, "denoiser.onnx")):
+        with pytest.raises(InvalidArgumentError, match=f"{graph} takes exactly batch 4, not 2"):
+            denoiser(x, t)
+
+
+def _images(directory, n):
+    return np.stack([np.asarray(Image.open(directory / f"{i:05d}.png"), dtype=np.int64) for i in range(n)])
+
+
+def test_sampling_a_fixed_batch_export_pads_the_last_batch(static_export, exported, tmp_path):
+    ckpt, _ = exported
+    common = ["--n", "6", "--steps", "4", "--seed", "3", "--quiet"]
+    result = runner.invoke(app, ["sample", str(static_export), "--backend", "onnxruntime", *common,
+                                 "--out", str(tmp_path / "static")])
+    assert result.exit_code == 0, result.output
+    assert '"batch_size": 4' in result.output  # the graph's batch, by default: batches of 4 and 2 (padded)
+    result = runner.invoke(app, ["sample", str(ckpt), "--backend", "torch", *common, "--out", str(tmp_path / "torch")])
+    assert result.exit_code == 0, result.output
+    # Same seeds, other backend and batch composition: equal up to float rounding (one 16-bit level).
+    assert np.abs(_images(tmp_path / "static", 6) - _images(tmp_path / "torch", 6)).max() <= 1
+
+
+def test_a_batch_size_the_backend_refuses_fails_before_writing(static_export, tmp_path):
+    out = tmp_path / "refused"
+    result = runner.invoke(app, ["sample", str(static_export), "--backend", "onnxruntime", "--n", "6",
+                                 "--batch-size", "8", "--out", str(out)])
+    assert result.exit_code == InvalidArgumentError.exit_code
+    assert "--batch-size 8 is larger than this backend takes (at most 4)" in result.output
+    assert "Traceback" not in result.output and not out.exists()
