@@ -8,6 +8,7 @@
 #include "../abi/error.h"
 #include "../abi/validate.h"
 #include "half_convert.h"
+#include "thread_scratch.h"
 #include "vmddpm/ops.h"
 
 namespace vmddpm::cpu {
@@ -57,38 +58,31 @@ bool cross_merge_rows(const CrossProblem& p) {
   const auto* ys = static_cast<const Storage*>(p.in);
   auto* out = static_cast<Storage*>(p.out);
   const int64_t rows = p.batch * p.dim;
-  bool out_of_memory = false;
-#pragma omp parallel if (rows > 1 && rows * p.length >= kMinElementsForThreads)
-  {
-    std::unique_ptr<float[]> sums(new (std::nothrow) float[p.length]);
-    if (!sums) {
-#pragma omp atomic write
-      out_of_memory = true;
-    }
-    // Every thread must reach the worksharing loop or none may: decide together.
-#pragma omp barrier
-    bool any_failed;
-#pragma omp atomic read
-    any_failed = out_of_memory;
-    if (!any_failed) {
+  using Sums = std::unique_ptr<float[]>;  // one grid row of fp32 sums per thread
+  return run_with_thread_scratch<Sums>(
+      rows > 1 && rows * p.length >= kMinElementsForThreads,
+      [&](Sums& sums) {
+        sums.reset(new (std::nothrow) float[p.length]);
+        return sums != nullptr;
+      },
+      [&](Sums& sums) {
 #pragma omp for schedule(static)
-      for (int64_t row = 0; row < rows; ++row) {
-        const int64_t b = row / p.dim;
-        const int64_t d = row % p.dim;
-        for (int64_t position = 0; position < p.length; ++position) sums[position] = 0.0f;
-        for (int64_t k = 0; k < p.routes; ++k) {
-          const int64_t* route = p.table + k * p.length;
-          const Storage* source = ys + ((b * p.routes + k) * p.dim + d) * p.length;
-          for (int64_t l = 0; l < p.length; ++l) sums[route[l]] += Io::to_float(source[l]);
+        for (int64_t row = 0; row < rows; ++row) {
+          const int64_t b = row / p.dim;
+          const int64_t d = row % p.dim;
+          for (int64_t position = 0; position < p.length; ++position) sums[position] = 0.0f;
+          for (int64_t k = 0; k < p.routes; ++k) {
+            const int64_t* route = p.table + k * p.length;
+            const Storage* source = ys + ((b * p.routes + k) * p.dim + d) * p.length;
+            for (int64_t l = 0; l < p.length; ++l) sums[route[l]] += Io::to_float(source[l]);
+          }
+          Storage* target = out + row * p.length;
+          for (int64_t position = 0; position < p.length; ++position) {
+            target[position] = Io::from_float(sums[position]);
+          }
         }
-        Storage* target = out + row * p.length;
-        for (int64_t position = 0; position < p.length; ++position) {
-          target[position] = Io::from_float(sums[position]);
-        }
-      }
-    }
-  }
-  return !out_of_memory;
+      },
+      [](Sums&) {});  // the unique_ptr frees the row
 }
 
 }  // namespace

@@ -34,6 +34,7 @@
 
 #include "../abi/problem.h"
 #include "selective_scan_kernel.h"
+#include "thread_scratch.h"
 #include "vector_math.h"
 #include "vmddpm/ops.h"
 
@@ -340,31 +341,20 @@ int backward_all_tasks(const SelectiveScanBackwardProblem& p, float* dA_rows, fl
   const int64_t groups = (dim + kLanes - 1) / kLanes;
   const int64_t chunks = (p.length + kBackwardChunk - 1) / kBackwardChunk;
   const int64_t tasks = p.batch * p.routes;
-  bool out_of_memory = false;
-
-#pragma omp parallel if (tasks > 1)
-  {
-    BackwardScratch scratch{};
-    const bool allocated = allocate_backward_scratch(scratch, groups, chunks, p.state);
-    if (!allocated) {
-#pragma omp atomic write
-      out_of_memory = true;
-    }
-    // Every thread must reach the worksharing loop or none may: decide together.
-#pragma omp barrier
-    bool any_failed;
-#pragma omp atomic read
-    any_failed = out_of_memory;
-    if (!any_failed) {
+  const bool allocated = run_with_thread_scratch<BackwardScratch>(
+      tasks > 1,
+      [&](BackwardScratch& scratch) {
+        return allocate_backward_scratch(scratch, groups, chunks, p.state);
+      },
+      [&](BackwardScratch& scratch) {
 #pragma omp for schedule(dynamic)
-      for (int64_t task = 0; task < tasks; ++task) {
-        backward_task<kState>(p, scratch, task / p.routes, task % p.routes, dA_rows, dD_rows,
-                              dbias_rows);
-      }
-    }
-    if (allocated) std::free(scratch.block);
-  }
-  return out_of_memory ? VMDDPM_ERROR_OUT_OF_MEMORY : VMDDPM_OK;
+        for (int64_t task = 0; task < tasks; ++task) {
+          backward_task<kState>(p, scratch, task / p.routes, task % p.routes, dA_rows, dD_rows,
+                                dbias_rows);
+        }
+      },
+      [](BackwardScratch& scratch) { std::free(scratch.block); });
+  return allocated ? VMDDPM_OK : VMDDPM_ERROR_OUT_OF_MEMORY;
 }
 
 // Runs a validated problem; returns VMDDPM_OK or VMDDPM_ERROR_OUT_OF_MEMORY.

@@ -20,6 +20,7 @@
 
 #include "../abi/problem.h"
 #include "half_convert.h"
+#include "thread_scratch.h"
 #include "vector_math.h"
 #include "vmddpm/ops.h"
 
@@ -178,36 +179,22 @@ int scan_all_groups(const SelectiveScanProblem& p) {
   const int64_t items = p.batch * p.routes * groups_per_route;
   const bool use_threads =
       items > 1 && p.batch * p.channels * p.length * p.state >= kMinWorkForThreads;
-  bool out_of_memory = false;
-
-#pragma omp parallel if (use_threads)
-  {
-    ScanScratch scratch{};
-    const bool allocated = allocate_scratch(scratch, p.state);
-    if (!allocated) {
-#pragma omp atomic write
-      out_of_memory = true;
-    }
-    // Every thread must reach the worksharing loop or none may: decide together.
-#pragma omp barrier
-    bool any_failed;
-#pragma omp atomic read
-    any_failed = out_of_memory;
-    if (!any_failed) {
+  const bool allocated = run_with_thread_scratch<ScanScratch>(
+      use_threads, [&](ScanScratch& scratch) { return allocate_scratch(scratch, p.state); },
+      [&](ScanScratch& scratch) {
 #pragma omp for schedule(static)
-      for (int64_t item = 0; item < items; ++item) {
-        const int64_t group = item % groups_per_route;
-        const int64_t route = (item / groups_per_route) % p.routes;
-        const int64_t b = item / (groups_per_route * p.routes);
-        const int64_t first_in_route = group * kLanes;
-        const int lanes =
-            static_cast<int>(dim - first_in_route < kLanes ? dim - first_in_route : kLanes);
-        scan_group<Io, kState>(p, scratch, b, route, route * dim + first_in_route, lanes);
-      }
-    }
-    if (allocated) std::free(scratch.block);
-  }
-  return out_of_memory ? VMDDPM_ERROR_OUT_OF_MEMORY : VMDDPM_OK;
+        for (int64_t item = 0; item < items; ++item) {
+          const int64_t group = item % groups_per_route;
+          const int64_t route = (item / groups_per_route) % p.routes;
+          const int64_t b = item / (groups_per_route * p.routes);
+          const int64_t first_in_route = group * kLanes;
+          const int lanes =
+              static_cast<int>(dim - first_in_route < kLanes ? dim - first_in_route : kLanes);
+          scan_group<Io, kState>(p, scratch, b, route, route * dim + first_in_route, lanes);
+        }
+      },
+      [](ScanScratch& scratch) { std::free(scratch.block); });
+  return allocated ? VMDDPM_OK : VMDDPM_ERROR_OUT_OF_MEMORY;
 }
 
 template <typename Io>
