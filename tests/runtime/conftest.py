@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
@@ -19,3 +23,19 @@ def exported(tmp_path_factory):
     ckpt = save_checkpoint(init_checkpoint(MICRO, NoiseSchedule(), seed=3), root / "micro.pt")
     export_checkpoint(ckpt, root / "export", dtypes=("fp32", "fp16"), ops=("plugin", "portable"))
     return ckpt, root / "export"
+
+
+def orphaned_copy(exported, tmp_path: Path) -> Path:
+    """A copy of the export whose manifest names a checkpoint that no longer exists (gone.pt)."""
+    ckpt, export_dir = exported
+    moved = Path(shutil.copytree(export_dir, tmp_path / "export"))
+    manifest = moved / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(str(ckpt), str(tmp_path / "gone.pt")))
+    return moved
+
+
+def corrupted_copy(export_dir: Path, tmp_path: Path, graph: str, corrupt: Callable[[bytes], bytes]) -> Path:
+    """A copy of the export with ``graph``'s bytes replaced by ``corrupt(bytes)`` (its sha256 no longer matches)."""
+    broken = Path(shutil.copytree(export_dir, tmp_path / "broken"))
+    (broken / graph).write_bytes(corrupt((broken / graph).read_bytes()))
+    return broken

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 from typer.testing import CliRunner
 
+from tests.runtime.conftest import corrupted_copy, orphaned_copy
 from vmddpm_deploy.cli import app
 from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
 
@@ -29,11 +29,7 @@ def test_bench_export_dir_times_onnxruntime_beside_torch(exported, tmp_path):
 
 
 def test_bench_export_dir_without_its_checkpoint(exported, tmp_path):
-    ckpt, export_dir = exported
-    moved = tmp_path / "export"
-    shutil.copytree(export_dir, moved)
-    manifest = (moved / "manifest.json").read_text().replace(str(ckpt), str(tmp_path / "gone.pt"))
-    (moved / "manifest.json").write_text(manifest)
+    moved = orphaned_copy(exported, tmp_path)
     runner = CliRunner()
     result = runner.invoke(app, ["bench", str(moved), "--backends", "torch,onnxruntime", *FAST])
     assert result.exit_code == InvalidArgumentError.exit_code
@@ -49,8 +45,6 @@ def test_bench_refuses_onnxruntime_on_a_checkpoint_and_a_corrupt_export(exported
     runner = CliRunner()
     result = runner.invoke(app, ["bench", str(ckpt), "--backends", "onnxruntime", *FAST])
     assert result.exit_code == InvalidArgumentError.exit_code and "vmddpm-deploy export" in result.output
-    broken = tmp_path / "broken"
-    shutil.copytree(export_dir, broken)
-    (broken / "denoiser.portable.onnx").write_bytes(b"truncated")
+    broken = corrupted_copy(export_dir, tmp_path, "denoiser.portable.onnx", lambda data: b"truncated")
     result = runner.invoke(app, ["bench", str(broken), "--backends", "onnxruntime", *FAST])
     assert result.exit_code == ArtifactError.exit_code and "sha256" in result.output

@@ -4,14 +4,13 @@ graph against torch fp32, and a failing row when the graphs come from other weig
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.runtime.conftest import MICRO
+from tests.runtime.conftest import MICRO, corrupted_copy, orphaned_copy
 from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
 from vmddpm_deploy.cli import app
 from vmddpm_deploy.diffusion import NoiseSchedule
@@ -80,11 +79,8 @@ def test_check_names_the_torch_row_as_the_reference(exported, tmp_path):
 
 
 def test_check_needs_the_checkpoint_once_it_is_gone(exported, tmp_path):
-    ckpt, export_dir = exported
-    moved = tmp_path / "export"
-    shutil.copytree(export_dir, moved)
-    manifest = (moved / "manifest.json").read_text().replace(str(ckpt), str(tmp_path / "gone.pt"))
-    (moved / "manifest.json").write_text(manifest)
+    ckpt, _ = exported
+    moved = orphaned_copy(exported, tmp_path)
     runner = CliRunner()
     result = runner.invoke(app, ["check", str(moved), "--backends", "onnxruntime"])
     assert result.exit_code == InvalidArgumentError.exit_code
@@ -112,10 +108,7 @@ def test_check_bad_arguments(exported, tmp_path, args, code, phrase):
 
 def test_check_refuses_a_corrupt_export(exported, tmp_path):
     _, export_dir = exported
-    broken = tmp_path / "broken"
-    shutil.copytree(export_dir, broken)
-    graph = broken / "denoiser.onnx"
-    graph.write_bytes(graph.read_bytes()[:-4] + b"\x00\x00\x00\x00")
+    broken = corrupted_copy(export_dir, tmp_path, "denoiser.onnx", lambda data: data[:-4] + b"\x00\x00\x00\x00")
     result = CliRunner().invoke(app, ["check", str(broken)])
     assert result.exit_code == ArtifactError.exit_code
     assert "denoiser.onnx does not match its sha256" in result.output

@@ -3,14 +3,13 @@ checkpoint, `auto` picks a backend that can run the source, and corrupt artifact
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.runtime.conftest import corrupted_copy, orphaned_copy
 from vmddpm_deploy.cli import app
 from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
 from vmddpm_deploy.runtime.source import load_denoiser, open_source, resolve_backend
@@ -29,10 +28,7 @@ def test_auto_prefers_torch_with_the_checkpoint_and_onnxruntime_without(exported
     ckpt, export_dir = exported
     assert resolve_backend("auto", open_source(ckpt)) == "torch"
     assert resolve_backend("auto", open_source(export_dir)) == "torch"  # manifest names the unchanged ckpt
-    moved = tmp_path / "export"
-    shutil.copytree(export_dir, moved)
-    manifest = (moved / "manifest.json").read_text().replace(str(ckpt), str(tmp_path / "gone.pt"))
-    (moved / "manifest.json").write_text(manifest)
+    moved = orphaned_copy(exported, tmp_path)
     assert resolve_backend("auto", open_source(moved)) == "onnxruntime"
     with pytest.raises(InvalidArgumentError, match="needs the checkpoint"):
         load_denoiser(open_source(moved), "torch")
@@ -55,10 +51,7 @@ def test_sample_from_export_dir_equals_checkpoint(exported, tmp_path):
 
 def test_corrupt_graph_is_refused_in_one_line(exported, tmp_path):
     _, export_dir = exported
-    broken = tmp_path / "broken"
-    shutil.copytree(export_dir, broken)
-    graph = broken / "denoiser.portable.onnx"
-    graph.write_bytes(graph.read_bytes()[:-10] + b"0123456789")
+    broken = corrupted_copy(export_dir, tmp_path, "denoiser.portable.onnx", lambda data: data[:-10] + b"0123456789")
     with pytest.raises(ArtifactError, match="sha256"):
         open_source(broken)
     result = CliRunner().invoke(app, ["sample", str(broken), "--n", "1", "--out", str(tmp_path / "o")])
