@@ -17,7 +17,7 @@ from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.runtime import Denoiser
 
 #: Images per call where the backend sets no limit. On the 2-core CPU machine the tiny preset's
-#: time per image falls from 68 ms at batch 1 to 50 ms at batch 16 (`vmddpm-deploy bench`), and
+#: time per image falls from 55 ms at batch 1 to 44 ms at batch 16 (`vmddpm-deploy bench`), and
 #: larger batches only add memory.
 DEFAULT_BATCH_SIZE = 16
 
