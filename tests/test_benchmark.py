@@ -68,3 +68,29 @@ def test_scan_free_kernels_keep_only_the_skip_term():
     torch.testing.assert_close(y, u * D[None, :, None])
     # Outside the block the real scan runs again.
     assert not torch.allclose(selective_scan(u, delta, A, B, C, D, delta_bias, True), y)
+
+
+def test_bench_fp16_row_and_a_chosen_baseline(tmp_path, micro_ckpt):
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", str(micro_ckpt), "--backends", "torch,torch-fp16", "--baseline", "torch-fp16",
+                                 "--batch-sizes", "2", "--iters", "2", "--warmup", "0", "--steps", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    assert payload["baseline"] == "torch-fp16"
+    torch_row, half_row = payload["rows"]
+    assert (torch_row["backend"], half_row["backend"]) == ("torch", "torch-fp16")
+    assert half_row["speedup_vs_torch-fp16"] == 1.0
+    assert torch_row["speedup_vs_torch-fp16"] == pytest.approx(half_row["median_ms"] / torch_row["median_ms"])
+
+
+@pytest.mark.parametrize(
+    "args,code,phrase",
+    [
+        (["--backends", "torch", "--baseline", "onnxruntime"], 2, "--baseline onnxruntime is not one of the rows"),
+        (["--backends", "tensorrt-fp16"], 2, "the tensorrt-fp16 row runs an export's engine"),
+    ],
+)
+def test_bench_rows_that_cannot_run_a_checkpoint(micro_ckpt, args, code, phrase):
+    result = runner.invoke(app, ["bench", str(micro_ckpt), "--batch-sizes", "1", "--iters", "1", *args])
+    assert result.exit_code == code, result.output
+    assert phrase in result.output and "Traceback" not in result.output

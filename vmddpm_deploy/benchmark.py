@@ -2,7 +2,8 @@
 
 Every target runs the same (x, t) batches in one process, one after another, so ratios between
 rows are meaningful even on a noisy machine. GPU targets are timed with CUDA events, CPU targets
-with ``perf_counter``.
+with ``perf_counter``. The rows a source can have are :data:`BENCH_ROWS`; :func:`bench_targets`
+builds them, :func:`run_bench` times them.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import numpy as np
 import torch
 
 from vmddpm_deploy.diffusion import Sampler
+from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.ops import dispatch, native
 from vmddpm_deploy.runtime import Denoiser
+from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, source_checkpoint, tensorrt_runs_here
 
 
 def _skip_term_only(u, delta, A, B, C, D, delta_bias, delta_softplus=True):
@@ -36,6 +39,22 @@ SCAN_FREE = SimpleNamespace(
     cross_scan=native.cross_scan if native.available() else dispatch.REFERENCE.cross_scan,
     cross_merge=native.cross_merge if native.available() else dispatch.REFERENCE.cross_merge,
 )
+
+
+#: What each row of ``bench`` runs.
+BENCH_ROWS = {
+    "torch": "the checkpoint in eager PyTorch (native kernels when built)",
+    "torch-fp16": "the same under the fp16 policy of denoiser.fp16.onnx (the eager twin of an fp16 engine)",
+    "torch-reference": "eager PyTorch with the pure-PyTorch reference ops",
+    "scan-free": "benchmark-only floor: torch with the selective scan replaced by its skip term D*u",
+    "onnxruntime": "the export's portable graph in ONNX Runtime",
+    "tensorrt-fp32": "the export's fp32 engine for this GPU, one CUDA graph replayed per batch size",
+    "tensorrt-fp16": "the export's fp16 engine for this GPU, one CUDA graph replayed per batch size",
+    "tensorrt-fp32-enqueue": "the fp32 engine with plain enqueue (no CUDA graph)",
+    "tensorrt-fp16-enqueue": "the fp16 engine with plain enqueue (no CUDA graph)",
+}
+#: Rows that run the checkpoint itself (for an export dir: the unchanged one its manifest names).
+CHECKPOINT_ROWS = ("torch", "torch-fp16", "torch-reference", "scan-free")
 
 
 @dataclass
@@ -58,6 +77,78 @@ class LatencyStats:
     p90_ms: float
     p99_ms: float
     iters: int
+
+
+def default_rows(source: DenoiserSource) -> list[str]:
+    """The rows ``bench`` times when none are named: what runs ``source`` here, with the floor
+    (for a checkpoint) or ONNX Runtime and the engines (for an export)."""
+    has_checkpoint = source.checkpoint is not None or source_checkpoint(source) is not None
+    rows = ["torch", "torch-reference"] if has_checkpoint else []
+    if source.manifest is None:
+        return [*rows, "scan-free"]
+    rows.append("onnxruntime")
+    if tensorrt_runs_here(source):
+        precisions = {entry.get("precision") for entry in source.manifest.engines.values()}
+        rows += [f"tensorrt-{precision}" for precision in ("fp32", "fp16") if precision in precisions]
+    return rows
+
+
+def check_row_names(names: Sequence[str]) -> list[str]:
+    """``names`` when each is a row of :data:`BENCH_ROWS`; the one-line error for the first that is not."""
+    unknown = [name for name in names if name not in BENCH_ROWS]
+    if unknown:
+        raise InvalidArgumentError(f"unknown backend {unknown[0]!r} in --backends; choose from {', '.join(BENCH_ROWS)}")
+    return list(names)
+
+
+def bench_targets(source: DenoiserSource, names: Sequence[str], device: str = "cpu") -> list[BenchTarget]:
+    """One target per row name of :data:`BENCH_ROWS` (torch rows of one precision share a model)."""
+    check_row_names(names)
+    checkpoint = source.checkpoint or source_checkpoint(source)
+    needs_checkpoint = [name for name in names if name in CHECKPOINT_ROWS]
+    if needs_checkpoint and checkpoint is None:
+        raise InvalidArgumentError(
+            f"the {needs_checkpoint[0]} row needs the checkpoint that {source.path} was exported from, which is "
+            "gone or changed; bench the checkpoint itself, or use --backends onnxruntime (and tensorrt-* rows)"
+        )
+    from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
+
+    torch_models: dict[str, TorchDenoiser] = {}
+
+    def torch_model(precision: str) -> TorchDenoiser:
+        if precision not in torch_models:
+            torch_models[precision] = TorchDenoiser(checkpoint, device, precision)
+        return torch_models[precision]
+
+    kernels = {"torch": None, "torch-reference": dispatch.REFERENCE, "scan-free": SCAN_FREE}
+    targets = []
+    for name in names:
+        if name == "torch-fp16":
+            denoiser = torch_model("fp16")
+            targets.append(BenchTarget(name, denoiser, denoiser.device, dtype=torch.float16))
+        elif name in kernels:
+            denoiser = torch_model("fp32")
+            targets.append(BenchTarget(name, denoiser, denoiser.device, kernels[name]))
+        elif name == "onnxruntime":
+            targets.append(BenchTarget(name, load_denoiser(source, name, device), torch.device(device)))
+        else:
+            targets.append(_tensorrt_target(source, name, device))
+    return targets
+
+
+def _tensorrt_target(source: DenoiserSource, name: str, device: str) -> BenchTarget:
+    if source.manifest is None:
+        raise InvalidArgumentError(
+            f"the {name} row runs an export's engine; export {source.path} and build one first "
+            f"(`vmddpm-deploy export`, then `vmddpm-deploy build-engine`)"
+        )
+    from vmddpm_deploy.runtime.tensorrt_backend import load_tensorrt_denoiser
+
+    precision = name.split("-")[1]
+    denoiser = load_tensorrt_denoiser(
+        source.path, device, cuda_graphs=not name.endswith("-enqueue"), manifest=source.manifest, precision=precision
+    )
+    return BenchTarget(name, denoiser, denoiser.device)  # inputs on the engine's GPU: timed with CUDA events
 
 
 def measure_calls(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, warmup: int, iters: int) -> LatencyStats:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+
+import pytest
 
 from typer.testing import CliRunner
 
 from tests.runtime.conftest import corrupted_copy, orphaned_copy
 from vmddpm_deploy.cli import app
-from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
+from vmddpm_deploy.errors import ArtifactError, BackendUnavailableError, InvalidArgumentError
 
 FAST = ["--batch-sizes", "1,2", "--iters", "2", "--warmup", "0", "--steps", "3"]
 
@@ -48,3 +51,12 @@ def test_bench_refuses_onnxruntime_on_a_checkpoint_and_a_corrupt_export(exported
     broken = corrupted_copy(export_dir, tmp_path, "denoiser.portable.onnx", lambda data: b"truncated")
     result = runner.invoke(app, ["bench", str(broken), "--backends", "onnxruntime", *FAST])
     assert result.exit_code == ArtifactError.exit_code and "sha256" in result.output
+
+
+def test_bench_tensorrt_rows_need_tensorrt(exported):
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: tests/tensorrt/test_tensorrt_gpu.py times these rows")
+    _, export_dir = exported
+    result = CliRunner().invoke(app, ["bench", str(export_dir), "--backends", "torch,tensorrt-fp16-enqueue", *FAST])
+    assert result.exit_code == BackendUnavailableError.exit_code, result.output
+    assert "TensorRT" in result.output and "Traceback" not in result.output

@@ -84,6 +84,18 @@ def test_select_engine_prefers_fp16_then_the_widest_batch_range(export_dir):
         select_engine(manifest, TRT, A100)
 
 
+def test_select_engine_of_a_precision(export_dir):
+    _with_engines(export_dir, {"a.plan": _entry("fp32", max_batch=64), "c.plan": _entry("fp16", max_batch=32)})
+    manifest = read_manifest(export_dir, verify=False)
+    assert select_engine(manifest, TRT, H100, precision="fp32")[0] == "a.plan"
+    assert select_engine(manifest, TRT, H100, precision="fp16")[0] == "c.plan"
+    with pytest.raises(InvalidArgumentError, match="a.plan is an fp32 engine, not fp16"):
+        select_engine(manifest, TRT, H100, "a.plan", precision="fp16")
+    _with_engines(export_dir, {"c.plan": _entry("fp16")})
+    with pytest.raises(ArtifactError, match="has no fp32 engine for TensorRT .* build-engine .* --fp32"):
+        select_engine(read_manifest(export_dir, verify=False), TRT, H100, precision="fp32")
+
+
 def test_record_engine_writes_an_entry_read_manifest_verifies(export_dir):
     plan = export_dir / "denoiser.fp32.b1-32.trt10.14.sm90.plan"
     plan.write_bytes(b"serialised plan bytes")

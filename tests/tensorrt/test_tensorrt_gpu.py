@@ -5,6 +5,8 @@ skipped (with the reason) elsewhere.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -126,3 +128,19 @@ def test_sample_cli_with_the_tensorrt_backend(tiny, engines, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "out").glob("*.png"))) == 4
+
+
+def test_bench_times_the_engines_beside_torch_fp16(tiny, engines, tmp_path):
+    _, export_dir = tiny
+    out = tmp_path / "bench.json"
+    rows = "torch-fp16,tensorrt-fp16,tensorrt-fp16-enqueue,tensorrt-fp32"
+    result = CliRunner().invoke(app, ["bench", str(export_dir), "--device", "cuda", "--backends", rows,
+                                      "--baseline", "torch-fp16", "--batch-sizes", "1,4", "--iters", "3",
+                                      "--steps", "5", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    assert [(r["backend"], r["batch"]) for r in payload["rows"]] == [
+        (name, batch) for batch in (1, 4) for name in rows.split(",")
+    ]
+    for row in payload["rows"]:
+        assert row["median_ms"] > 0 and row["speedup_vs_torch-fp16"] > 0 and row["peak_memory_mb"] > 0

@@ -19,8 +19,6 @@ from vmddpm_deploy.cli.app import (
 )
 from vmddpm_deploy.errors import InvalidArgumentError
 
-BENCH_BACKENDS = ("torch", "torch-reference", "scan-free", "onnxruntime")
-
 
 @app.command()
 @reports_errors
@@ -31,10 +29,12 @@ def bench(
     backends: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated rows: torch (native ops when built), torch-reference (pure-PyTorch "
-            "ops), scan-free (benchmark-only floor: the scan replaced by its skip term D*u), onnxruntime "
-            "(the export's portable graph). Default: torch,torch-reference,scan-free for a checkpoint; "
-            "torch,torch-reference,onnxruntime for an export dir (onnxruntime alone if its checkpoint is gone)."
+            help="Comma-separated rows: torch (native ops when built), torch-fp16 (the fp16 policy of the fp16 "
+            "graph, eager), torch-reference (pure-PyTorch ops), scan-free (benchmark-only floor: the scan "
+            "replaced by its skip term D*u), onnxruntime (the export's portable graph), tensorrt-fp32 / "
+            "tensorrt-fp16 (the export's engine, CUDA graphs) and tensorrt-fp32-enqueue / tensorrt-fp16-enqueue "
+            "(plain enqueue). Default: torch,torch-reference,scan-free for a checkpoint; for an export dir "
+            "torch,torch-reference (while its checkpoint is there), onnxruntime and its engines that run here."
         ),
     ] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
@@ -42,34 +42,33 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 2,
     iters: Annotated[int, typer.Option(help="Timed calls per row.")] = 10,
     device: Annotated[str, typer.Option(help="Torch device (cpu, cuda).")] = "cpu",
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Row the speedups are measured against (default: torch-reference, else torch, else the first)."),
+    ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also plot latency vs batch size (needs matplotlib).")] = None,
 ) -> None:
     """Time the denoiser of each backend side by side, in one run, and report speedups.
 
     Rows report the median / p90 / p99 per-call latency, images/s of a full DDIM run (steps x
-    (median call + sampler step)), peak memory, and the speedup over torch-reference measured
+    (median call + sampler step)), peak memory, and the speedup over the baseline row measured
     in the same run.
 
     Example: vmddpm-deploy bench ckpt.pt --batch-sizes 1,16 --json bench.json
 
     Example: vmddpm-deploy bench exports/ckpt --backends torch,onnxruntime
+
+    GPU: vmddpm-deploy bench exports/small --device cuda --backends torch-fp16,tensorrt-fp16,tensorrt-fp16-enqueue
+    --baseline torch-fp16
     """
-    import torch
     from rich.table import Table
 
-    from vmddpm_deploy.benchmark import SCAN_FREE, BenchTarget, run_bench
+    from vmddpm_deploy.benchmark import bench_targets, check_row_names, default_rows, run_bench
     from vmddpm_deploy.diffusion import make_sampler
-    from vmddpm_deploy.ops import dispatch
-    from vmddpm_deploy.runtime.source import (
-        load_denoiser,
-        open_source,
-        source_checkpoint,
-    )
-    from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
+    from vmddpm_deploy.runtime.source import open_source
 
-    if backends is not None:
-        _check_names(parse_csv(backends, "--backends"))
+    names = check_row_names(parse_csv(backends, "--backends")) if backends is not None else None
     sizes = [parse_positive_int(text, "--batch-sizes") for text in parse_csv(batch_sizes, "--batch-sizes")]
     if warmup < 0 or iters < 1:
         raise InvalidArgumentError("--warmup must be >= 0 and --iters >= 1")
@@ -77,29 +76,14 @@ def bench(
         _require_matplotlib()
 
     opened = open_source(source)  # an export dir's checksums are verified here
-    checkpoint = opened.checkpoint or source_checkpoint(opened)
-    if backends is None:
-        backends = "torch,torch-reference," + ("scan-free" if opened.manifest is None else "onnxruntime")
-        if checkpoint is None:
-            backends = "onnxruntime"
-    names = parse_csv(backends, "--backends")
-    torch_rows = [name for name in names if name != "onnxruntime"]
-    if torch_rows and checkpoint is None:
-        raise InvalidArgumentError(
-            f"the {torch_rows[0]} row needs the checkpoint that {source} was exported from, which is gone or "
-            "changed; bench the checkpoint itself, or use --backends onnxruntime"
-        )
+    names = names or default_rows(opened)
     sampler_steps = make_sampler("ddim", opened.schedule, steps)
-    kernels = {"torch": None, "torch-reference": dispatch.REFERENCE, "scan-free": SCAN_FREE}
-    torch_denoiser = TorchDenoiser(checkpoint, device) if torch_rows else None
-    targets = [
-        BenchTarget(name, load_denoiser(opened, name, device), torch.device(device))
-        if name == "onnxruntime"
-        else BenchTarget(name, torch_denoiser, torch_denoiser.device, kernels[name])
-        for name in names
-    ]
+    targets = bench_targets(opened, names, device)
     config = opened.config
-    baseline = "torch-reference" if "torch-reference" in names else names[0]
+    if baseline is None:
+        baseline = next((name for name in ("torch-reference", "torch") if name in names), names[0])
+    elif baseline not in names:
+        raise InvalidArgumentError(f"--baseline {baseline} is not one of the rows ({', '.join(names)})")
 
     table = Table(title=f"denoiser latency, {config.image_size}x{config.image_size}, DDIM {steps} steps")
     for column in ("backend", "batch", "median ms", "p90 ms", "p99 ms", "images/s", "peak MB", f"x {baseline}"):
@@ -130,12 +114,6 @@ def bench(
         write_atomic(json_path, lambda handle: handle.write(data))
     if plot is not None:
         _plot_latency(rows, plot)
-
-
-def _check_names(names: list[str]) -> None:
-    unknown = [name for name in names if name not in BENCH_BACKENDS]
-    if unknown:
-        raise InvalidArgumentError(f"unknown backend {unknown[0]!r} in --backends; choose from {', '.join(BENCH_BACKENDS)}")
 
 
 def _require_matplotlib() -> None:

@@ -130,7 +130,8 @@ def source_checkpoint(source: DenoiserSource) -> Checkpoint | None:
     return load_checkpoint(path)
 
 
-def _tensorrt_runs_here(source: DenoiserSource) -> bool:
+def tensorrt_runs_here(source: DenoiserSource) -> bool:
+    """Whether ``source`` has engines and this machine has TensorRT and a GPU to try them on."""
     if source.manifest is None or not source.manifest.engines:
         return False
     return importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
@@ -147,7 +148,7 @@ def resolve_backend(name: str, source: DenoiserSource) -> str:
         if name not in BACKENDS:
             raise InvalidArgumentError(f"unknown backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
         return name
-    if _tensorrt_runs_here(source):
+    if tensorrt_runs_here(source):
         return "tensorrt"
     if source.checkpoint is not None or source_checkpoint(source) is not None:
         return "torch"

@@ -47,8 +47,10 @@ def load_tensorrt_denoiser(
     device: str | torch.device | None = None,
     cuda_graphs: bool = True,
     manifest: Manifest | None = None,
+    precision: str | None = None,
 ) -> TensorRTDenoiser:
-    """The denoiser of an export directory (its best plan for this machine) or of a plan inside one.
+    """The denoiser of an export directory (its best plan for this machine, of ``precision``
+    when given) or of a plan inside one.
 
     ``manifest``: the export directory's manifest when the caller has already read and verified
     it (``open_source`` has), so the files are not hashed twice.
@@ -70,7 +72,7 @@ def load_tensorrt_denoiser(
     gpu = cuda_gpu(None if device is None or torch.device(device).type != "cuda" else str(device))
     if manifest is None or manifest.export_dir != export_dir:
         manifest = read_manifest(export_dir)  # ArtifactError without a manifest; verifies every sha256
-    name, entry = select_engine(manifest, trt.__version__, gpu, engine_name)
+    name, entry = select_engine(manifest, trt.__version__, gpu, engine_name, precision)
     return TensorRTDenoiser(trt, manifest, name, entry, torch.device("cuda", gpu.index), cuda_graphs)
 
 

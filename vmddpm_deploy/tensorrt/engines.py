@@ -96,21 +96,29 @@ def check_engine_runs_here(manifest: Manifest, name: str, tensorrt_version: str,
     return entry
 
 
-def select_engine(manifest: Manifest, tensorrt_version: str, gpu: Gpu, name: str | None = None) -> tuple[str, dict[str, Any]]:
+def select_engine(
+    manifest: Manifest, tensorrt_version: str, gpu: Gpu, name: str | None = None, precision: str | None = None
+) -> tuple[str, dict[str, Any]]:
     """The plan to run: ``name`` if given, else the best one built for this TensorRT and GPU
-    (fp16 before fp32, then the widest batch range)."""
+    (fp16 before fp32, then the widest batch range); ``precision`` ("fp32", "fp16") narrows the choice."""
     if name is not None:
-        return name, check_engine_runs_here(manifest, name, tensorrt_version, gpu)
+        entry = check_engine_runs_here(manifest, name, tensorrt_version, gpu)
+        if precision is not None and entry.get("precision") != precision:
+            raise InvalidArgumentError(f"{name} is an {entry.get('precision')} engine, not {precision}")
+        return name, entry
     usable = [
         (candidate, entry)
         for candidate, entry in manifest.engines.items()
         if entry.get("tensorrt") == tensorrt_version and entry.get("compute_capability") == gpu.compute_capability
+        and precision in (None, entry.get("precision"))
     ]
     if not usable:
         built = ", ".join(manifest.engines) or "none"
+        kind = f"{precision} engine" if precision else "engine"
+        flag = "--fp32" if precision == "fp32" else "--fp16"
         raise ArtifactError(
-            f"{manifest.export_dir} has no engine for TensorRT {tensorrt_version} on {gpu.name} ({gpu.sm}) "
-            f"(engines: {built}); build one with `vmddpm-deploy build-engine {manifest.export_dir} --fp16`"
+            f"{manifest.export_dir} has no {kind} for TensorRT {tensorrt_version} on {gpu.name} ({gpu.sm}) "
+            f"(engines: {built}); build one with `vmddpm-deploy build-engine {manifest.export_dir} {flag}`"
         )
     usable.sort(key=lambda item: (item[1].get("precision") != "fp16", -item[1].get("max_batch", 0), item[0]))
     return usable[0]
