@@ -149,7 +149,9 @@ def scan_graph(batch, channels, state, length):
     ]
     outputs = [helper.make_tensor_value_info("y", f32, [batch, channels, length])]
     graph = helper.make_graph(nodes, "selective_scan", inputs, outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR version 10 (onnx 1.16's): onnx's helper stamps its own newest IR version, which an older
+    # onnxruntime refuses ("Unsupported model IR version"); opset 17 needs nothing newer.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     onnx.checker.check_model(model)
     return model
 
@@ -269,6 +271,20 @@ def cuda_rows(iters):
     return rows
 
 
+def report_case(case, rows, native_ms, name_width):
+    """Print one case's (implementation, ms) rows with their ratio to ``native_ms``; return them as JSON rows."""
+    records = []
+    for name, ms in rows:
+        print(f"{case!s:<22}{name:<{name_width}}{ms:>10.2f}{ms / native_ms:>10.1f}")
+        records.append({
+            "case": dict(zip(["batch", "channels", "state", "length"], case, strict=True)),
+            "implementation": name,
+            "ms": ms,
+            "ratio_to_native": ms / native_ms,
+        })
+    return records
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -308,33 +324,14 @@ def main():
     for case in CPU_CASES:
         rows = cpu_rows(case, args.iters, args.reference_iters)
         native_ms = next(ms for name, ms in rows if name.startswith("native"))
-        for name, ms in rows:
-            print(f"{str(case):<22}{name:<32}{ms:>10.2f}{ms / native_ms:>10.1f}")
-            results["cpu_fp32"].append(
-                {
-                    "case": dict(zip(["batch", "channels", "state", "length"], case, strict=True)),
-                    "implementation": name,
-                    "ms": ms,
-                    "ratio_to_native": ms / native_ms,
-                }
-            )
+        results["cpu_fp32"] += report_case(case, rows, native_ms, 32)
 
     if not args.no_backward:
         print("\nCPU, fp32, forward + backward of one scan (training); ratio = time / native fwd + bwd")
         print(f"{'batch, K*D, N, L':<22}{'implementation':<40}{'ms':>10}{'x native':>10}")
         for case in BACKWARD_CASES:
             rows = backward_rows(case, args.iters, args.backward_reference_iters)
-            native_ms = dict(rows)["native fwd + native bwd"]
-            for name, ms in rows:
-                print(f"{case!s:<22}{name:<40}{ms:>10.2f}{ms / native_ms:>10.1f}")
-                results["cpu_fp32_backward"].append(
-                    {
-                        "case": dict(zip(["batch", "channels", "state", "length"], case, strict=True)),
-                        "implementation": name,
-                        "ms": ms,
-                        "ratio_to_native": ms / native_ms,
-                    }
-                )
+            results["cpu_fp32_backward"] += report_case(case, rows, dict(rows)["native fwd + native bwd"], 40)
 
     if torch.cuda.is_available() and native.cuda_available():
         print(f"\nCUDA ({torch.cuda.get_device_name()}), fp16 io, case {CUDA_CASE}")
