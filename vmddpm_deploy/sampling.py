@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 
 import torch
 
@@ -37,6 +39,39 @@ class CallTimer:
         return 1000.0 * self.seconds / max(self.calls, 1)
 
 
+class PrefetchedNoise:
+    """Step noise of one batch, drawn one noisy step ahead on a worker thread.
+
+    The noise is drawn on the host (numpy, the rule the C++ host reproduces): 6 ms for 32
+    images of 64 x 64 on the 2-core machine, as long as a GPU denoiser call. Drawn while the
+    previous call runs, only an asynchronous copy from pinned memory stays in the loop. The values
+    are :func:`gaussian_noise`'s: prefetching changes when they are made, not what they are.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor, seed: int, chunk: list[int], image_shape: tuple[int, ...],
+                 noisy_steps: Sequence[int], device: torch.device):
+        self.executor, self.seed, self.chunk, self.image_shape = executor, seed, chunk, image_shape
+        self.device = device
+        self.upcoming = iter(noisy_steps)
+        self.pending: dict[int, Future] = {}
+        self._draw_next()
+
+    def _draw(self, k: int) -> torch.Tensor:
+        noise = gaussian_noise(self.seed, self.chunk, k + 1, self.image_shape)
+        return noise.pin_memory() if self.device.type == "cuda" else noise
+
+    def _draw_next(self) -> None:
+        k = next(self.upcoming, None)
+        if k is not None:
+            self.pending[k] = self.executor.submit(self._draw, k)
+
+    def __call__(self, k: int) -> torch.Tensor:
+        future = self.pending.pop(k, None) or self.executor.submit(self._draw, k)
+        noise = future.result()
+        self._draw_next()
+        return noise.to(self.device, non_blocking=True)
+
+
 def generate(
     denoiser: Denoiser,
     sampler: Sampler,
@@ -46,21 +81,31 @@ def generate(
     batch_size: int,
     device: str | torch.device = "cpu",
     on_step: Callable[[int], None] | None = None,
+    prefetch_noise: bool | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yield ``(indices, x0)`` per batch; x0: (len(indices), C, H, W) float32 in about [-1, 1].
 
     ``on_step(images)`` is called after every sampler step with the (fractional) number of
-    images that step completed, so a progress bar in images moves smoothly.
+    images that step completed, so a progress bar in images moves smoothly. ``prefetch_noise``
+    draws each step's noise ahead on a thread (:class:`PrefetchedNoise`); None: on a GPU device
+    only (on the CPU the draw would take cores from the denoiser).
     """
-    for start in range(0, len(indices), batch_size):
-        chunk = list(indices[start : start + batch_size])
-        x_T = gaussian_noise(seed, chunk, 0, image_shape).to(device)
+    device = torch.device(device)
+    noisy_steps = [k for k in range(len(sampler.timesteps)) if sampler.needs_noise(k)]
+    if prefetch_noise is None:
+        prefetch_noise = device.type == "cuda"
+    with ThreadPoolExecutor(1, thread_name_prefix="noise") if prefetch_noise and noisy_steps else nullcontext() as pool:
+        for start in range(0, len(indices), batch_size):
+            chunk = list(indices[start : start + batch_size])
+            x_T = gaussian_noise(seed, chunk, 0, image_shape).to(device)
+            if pool is not None:
+                step_noise = PrefetchedNoise(pool, seed, chunk, image_shape, noisy_steps, device)
+            else:
+                def step_noise(k: int, chunk: list[int] = chunk) -> torch.Tensor:
+                    return gaussian_noise(seed, chunk, k + 1, image_shape).to(device)
 
-        def step_noise(k: int, chunk: list[int] = chunk) -> torch.Tensor:
-            return gaussian_noise(seed, chunk, k + 1, image_shape).to(device)
+            def callback(k: int, total: int, size: int = len(chunk)) -> None:
+                if on_step is not None:
+                    on_step(size / total)
 
-        def callback(k: int, total: int, size: int = len(chunk)) -> None:
-            if on_step is not None:
-                on_step(size / total)
-
-        yield chunk, run_sampler(sampler, denoiser, x_T, step_noise, callback=callback)
+            yield chunk, run_sampler(sampler, denoiser, x_T, step_noise, callback=callback)
