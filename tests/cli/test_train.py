@@ -59,6 +59,24 @@ def test_micro_run_then_resume(tmp_path, pngs, micro_json):
     assert result.exit_code == 2 and "--lr 0.001 -> 0.0005" in error_line(result)
 
 
+def test_resume_keeps_the_runs_total_and_checkpoint_cadence(tmp_path, pngs, micro_json):
+    import torch
+
+    out = tmp_path / "ckpt.pt"
+    common = ("--data", pngs, "--config", micro_json, "--batch-size", 2, "-o", out, "--device", "cpu")
+    result = invoke(*common, "--steps", 3, "--checkpoint-every", 1, "--quiet")
+    assert result.exit_code == 0, result.output
+    # Without --steps and --checkpoint-every, the resumed run keeps the run's 3 and 1, not the
+    # defaults (10000 and 1000): it has nothing left to do.
+    result = invoke("--data", pngs, "-o", out, "--resume", "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["steps_run"] == 0
+    result = invoke("--data", pngs, "-o", out, "--resume", "--steps", 4, "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    state = torch.load(out.with_name(out.name + ".train-state"), weights_only=True)
+    assert (state["settings"]["steps"], state["settings"]["checkpoint_every"]) == (4, 1)
+
+
 def test_bad_data_path_is_one_data_error_line(tmp_path):
     result = invoke("--data", tmp_path / "missing", "-o", tmp_path / "ckpt.pt")
     assert result.exit_code == 11

@@ -17,6 +17,8 @@ MODEL = "Model"
 OPT = "Optimisation"
 
 
+DEFAULT_STEPS = 10000  # of a new run; --resume continues to the run's own total unless --steps is given
+
 @app.command()
 @reports_errors
 def train(
@@ -29,7 +31,10 @@ def train(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (and resume).")] = Path("ckpt.pt"),
-    steps: Annotated[int, typer.Option(help="Total optimiser steps of the run.", rich_help_panel=OPT)] = 10000,
+    steps: Annotated[
+        Optional[int],
+        typer.Option(help="Total optimiser steps of the run (default 10000; with --resume, the run's).", rich_help_panel=OPT),
+    ] = None,
     preset_name: Annotated[
         Optional[Preset],
         typer.Option("--preset", help="Model size and resolution (default tiny).", rich_help_panel=MODEL),
@@ -68,8 +73,13 @@ def train(
     seed: Annotated[
         Optional[int], typer.Option(help="Seed of init, data order and noise (default 0).", rich_help_panel=OPT)
     ] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
-    sample_every: Annotated[int, typer.Option(help="Steps between 4x4 EMA sample grids; 0: none.")] = 0,
+    checkpoint_every: Annotated[
+        Optional[int], typer.Option(help="Steps between checkpoints (default 1000; with --resume, the run's).")
+    ] = None,
+    sample_every: Annotated[
+        Optional[int],
+        typer.Option(help="Steps between 4x4 EMA sample grids; 0: none (default 0; with --resume, the run's)."),
+    ] = None,
     device: Annotated[str, typer.Option(help="Torch device: auto (cuda when present), cpu, cuda, cuda:1.")] = "auto",
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --output; settings not given are the run's.")
@@ -128,12 +138,11 @@ def train(
     given: dict[str, Any] = {
         "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
         "ema_decay": ema, "grad_clip": grad_clip, "hflip": hflip, "amp": amp, "seed": seed,
+        "steps": steps, "checkpoint_every": checkpoint_every, "sample_every": sample_every,
     }
     given = {key: value for key, value in given.items() if value is not None}
-    base, saved_config = saved_run(output) if resume else ({}, None)
-    settings = TrainSettings(
-        **(base | given | {"steps": steps, "checkpoint_every": checkpoint_every, "sample_every": sample_every})
-    )
+    base, saved_config = saved_run(output) if resume else ({"steps": DEFAULT_STEPS}, None)
+    settings = TrainSettings(**(base | given))
 
     config = saved_config
     if preset_name is not None or scan_order is not None or config_file is not None or not resume:
