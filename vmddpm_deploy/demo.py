@@ -2,7 +2,9 @@
 a contact sheet beside real held-out slices, and FID / KID against them, with timings.
 
 Everything runs offline, sized for one to two minutes on 2 CPU cores: the tiny preset at 32 x 32, DDIM with
-50 steps (the bundled model is trained briefly; DPM-Solver++ at 20 steps diverges on it), 16 images, the Inception features of the held-out slices cached after the first run.
+50 steps (on the bundled model, 2000 CPU training steps, DDIM 50 scores a better FID than DPM-Solver++
+at 20: 148 vs 239 over 81 images), 16 images, the Inception features of the held-out slices cached
+after the first run.
 Files written to the output directory::
 
     untrained-tiny.pt  only when no trained checkpoint is bundled (and --checkpoint is not given)
