@@ -5,6 +5,7 @@ against autograd through the reference. Every implementation's output (and gradi
 checked against the reference before it is timed, so a fast wrong kernel cannot post a number.
 
     python benchmarks/bench_ops.py [--json results.json] [--iters 20] [--no-backward]
+                                   [--cases 1,512,16,4096;8,384,16,1024]
 
 Rows report the median of several runs, in ms, and each row's time over native's. The
 ``np.exp pass`` row is informative: one numpy exp over batch*K*D*L*N floats, the count of
@@ -285,6 +286,19 @@ def report_case(case, rows, native_ms, name_width):
     return records
 
 
+def parse_cases(text):
+    """``"1,512,16,4096;8,384,16,1024"`` -> [(1, 512, 16, 4096), (8, 384, 16, 1024)]."""
+    cases = []
+    for part in text.split(";"):
+        values = tuple(int(value) for value in part.split(","))
+        if len(values) != 4 or min(values) < 1 or values[1] % ROUTES:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: want batch,K*D,N,L, all positive, K*D a multiple of {ROUTES}"
+            )
+        cases.append(values)
+    return cases
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -297,7 +311,13 @@ def main():
         help="timed runs of the reference autograd backward rows (each takes seconds to minutes)",
     )
     parser.add_argument("--no-backward", action="store_true", help="skip the forward + backward table")
+    parser.add_argument(
+        "--cases", type=parse_cases,
+        help="batch,K*D,N,L;... for both CPU tables instead of the issue's shapes (K*D a multiple of 4)",
+    )
     args = parser.parse_args()
+    cpu_cases = args.cases or CPU_CASES
+    backward_cases = args.cases or BACKWARD_CASES
 
     native.library()  # fail now, with the reason, if the native kernels are not built
     results = {
@@ -321,7 +341,7 @@ def main():
         "median ms; ratio = time / native cpu"
     )
     print(f"{'batch, K*D, N, L':<22}{'implementation':<32}{'ms':>10}{'x native':>10}")
-    for case in CPU_CASES:
+    for case in cpu_cases:
         rows = cpu_rows(case, args.iters, args.reference_iters)
         native_ms = next(ms for name, ms in rows if name.startswith("native"))
         results["cpu_fp32"] += report_case(case, rows, native_ms, 32)
@@ -329,7 +349,7 @@ def main():
     if not args.no_backward:
         print("\nCPU, fp32, forward + backward of one scan (training); ratio = time / native fwd + bwd")
         print(f"{'batch, K*D, N, L':<22}{'implementation':<40}{'ms':>10}{'x native':>10}")
-        for case in BACKWARD_CASES:
+        for case in backward_cases:
             rows = backward_rows(case, args.iters, args.backward_reference_iters)
             results["cpu_fp32_backward"] += report_case(case, rows, dict(rows)["native fwd + native bwd"], 40)
 

@@ -1,0 +1,98 @@
+"""The benchmark scripts run end to end on small shapes and write the JSON they promise.
+
+Timing is not checked (speed lives in the benchmarks themselves); what is checked is that each
+script still runs against the current package and runtimes (bench_ops once broke on an
+onnxruntime that refused onnx's newest IR version, and nothing noticed), that every row its
+table promises is there, and that the correctness checks the scripts make before timing hold.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vmddpm_deploy.ops import native
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def run_script(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def run_to_json(name: str, tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "results.json"
+    result = run_script(name, *args, "--json", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+needs_native = pytest.mark.skipif(not native.available(), reason="the native library is not built")
+
+
+@needs_native
+def test_bench_ops_times_every_implementation_of_each_case(tmp_path):
+    cases = [(1, 8, 4, 16), (2, 16, 16, 33)]
+    results = run_to_json(
+        "bench_ops.py", tmp_path, "--cases", ";".join(",".join(map(str, c)) for c in cases),
+        "--iters", "2", "--reference-iters", "1",
+    )
+    for table, expected in (
+        ("cpu_fp32", {"np.exp pass (informative)", "reference (torch loop)", "onnxruntime Scan graph"}),
+        ("cpu_fp32_backward", {"native fwd (informative)", "native fwd + native bwd",
+                               "native fwd + reference autograd bwd"}),
+    ):
+        for case in cases:
+            rows = [row for row in results[table] if tuple(row["case"].values()) == case]
+            names = {row["implementation"] for row in rows}
+            assert expected <= names, (table, case, names)
+            assert all(row["ms"] > 0 and row["ratio_to_native"] > 0 for row in rows)
+    native_rows = [row for row in results["cpu_fp32"] if row["implementation"].startswith("native cpu")]
+    assert len(native_rows) == len(cases) and all(row["ratio_to_native"] == 1.0 for row in native_rows)
+    assert results["machine"]["native"]["loaded"] is True
+
+
+def test_bench_ops_refuses_a_case_it_cannot_split_into_routes():
+    result = run_script("bench_ops.py", "--cases", "1,6,4,16")
+    assert result.returncode == 2
+    assert "multiple of 4" in result.stderr
+
+
+@needs_native
+def test_bench_train_step_reports_the_row_it_was_asked_for(tmp_path):
+    results = run_to_json(
+        "bench_train_step.py", tmp_path, "--preset", "tiny", "--batch-size", "2", "--steps", "1",
+        "--warmup", "1", "--ops", "native", "--device", "cpu",
+    )
+    (row,) = results["rows"]
+    assert (row["ops"], row["preset"], row["batch_size"], row["timed_steps"]) == ("native", "tiny", 2, 1)
+    assert row["median_ms"] > 0 and row["images_per_s"] > 0
+
+
+def test_bench_portable_scan_variants_agree_with_the_model(tmp_path):
+    results = run_to_json("bench_portable_scan.py", tmp_path, "--iters", "1", "--chunks", "8")
+    variants = {row["variant"]: row for row in results["rows"]}
+    assert set(variants) == {"Scan", "chunked/8"}
+    assert all(row["max_abs_error"] < 1e-4 and row["ms"] > 0 for row in variants.values())
+
+
+@pytest.mark.slow
+@needs_native
+def test_bench_denoiser_rows_and_export_summary(tmp_path):
+    results = run_to_json(
+        "bench_denoiser.py", tmp_path, "--presets", "tiny", "--batch-sizes", "1",
+        "--warmup", "0", "--iters", "1", "--reference-iters", "1",
+    )
+    rows = {row["backend"]: row for row in results["rows"]}
+    assert set(rows) == {"torch-reference", "torch-native", "onnxruntime"}
+    assert all(row["max_abs_vs_reference"] <= 1e-4 and row["median_ms"] > 0 for row in rows.values())
+    assert rows["torch-reference"]["speedup_vs_torch_reference"] == 1.0
+    (export,) = results["exports"]
+    assert export["preset"] == "tiny" and export["export_seconds"] > 0
+    assert set(export["graph_mb"]) == {"fp32", "fp16", "portable"}
