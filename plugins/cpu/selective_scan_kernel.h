@@ -96,6 +96,56 @@ inline void scan_chunk(const ScanScratch& s, const float* B, const float* C, int
   }
 }
 
+#if defined(__AVX2__) && VMDDPM_SIMD_LANES == 8
+// The AVX2 build's staging: an 8 x 8 block moves between 8 channel rows (8 consecutive steps
+// each) and 8 step rows of the [step][lane] buffer in 24 shuffles, where the element-wise copy
+// costs a scalar load and store per float; the scan's loop is at the core's instruction limit,
+// so the copies' instructions count. In place: rows[i] in, rows[j] = column j out.
+inline void transpose_8x8(__m256 rows[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(rows[0], rows[1]), t1 = _mm256_unpackhi_ps(rows[0], rows[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(rows[2], rows[3]), t3 = _mm256_unpackhi_ps(rows[2], rows[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(rows[4], rows[5]), t5 = _mm256_unpackhi_ps(rows[4], rows[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(rows[6], rows[7]), t7 = _mm256_unpackhi_ps(rows[6], rows[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  rows[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  rows[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  rows[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  rows[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  rows[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  rows[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  rows[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  rows[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// source[lane * stride + t] (8 lanes, `steps` a multiple of 8) -> staged[t * 8 + lane].
+inline void stage_rows(const float* source, int64_t stride, int steps, float* staged) {
+  for (int t0 = 0; t0 < steps; t0 += 8) {
+    __m256 rows[8];
+    for (int lane = 0; lane < 8; ++lane) rows[lane] = _mm256_loadu_ps(source + lane * stride + t0);
+    transpose_8x8(rows);
+    for (int t = 0; t < 8; ++t) _mm256_store_ps(staged + (t0 + t) * 8, rows[t]);
+  }
+}
+
+// The inverse: staged[t * 8 + lane] -> target[lane * stride + t].
+inline void unstage_rows(const float* staged, int steps, float* target, int64_t stride) {
+  for (int t0 = 0; t0 < steps; t0 += 8) {
+    __m256 rows[8];
+    for (int t = 0; t < 8; ++t) rows[t] = _mm256_load_ps(staged + (t0 + t) * 8);
+    transpose_8x8(rows);
+    for (int lane = 0; lane < 8; ++lane) _mm256_storeu_ps(target + lane * stride + t0, rows[lane]);
+  }
+}
+constexpr bool kHasBlockStaging = true;
+#else
+constexpr bool kHasBlockStaging = false;
+inline void stage_rows(const float*, int64_t, int, float*) {}
+inline void unstage_rows(const float*, int, float*, int64_t) {}
+#endif
+
 // Scans channels first_channel .. first_channel+lanes-1 (all in `route`) of batch row `b`.
 template <typename Io, int kState>
 void scan_group(const SelectiveScanProblem& p, const ScanScratch& s, int64_t b, int64_t route,
@@ -135,11 +185,20 @@ void scan_group(const SelectiveScanProblem& p, const ScanScratch& s, int64_t b, 
 
   for (int64_t l0 = 0; l0 < L; l0 += kChunk) {
     const int steps = static_cast<int>(L - l0 < kChunk ? L - l0 : kChunk);
-    for (int lane = 0; lane < lanes; ++lane) {
-      const int64_t row = ((b * p.channels) + first_channel + lane) * L + l0;
-      for (int t = 0; t < steps; ++t) {
-        s.u[t * kLanes + lane] = Io::to_float(u[row + t]);
-        s.dt[t * kLanes + lane] = Io::to_float(delta[row + t]);
+    const int64_t first_row = ((b * p.channels) + first_channel) * L + l0;
+    // Whole 8 x 8 blocks of fp32 take the shuffle path; the rest is copied element-wise.
+    const bool block_staging =
+        kHasBlockStaging && sizeof(Storage) == sizeof(float) && lanes == kLanes && steps % 8 == 0;
+    if (block_staging) {
+      stage_rows(reinterpret_cast<const float*>(u) + first_row, L, steps, s.u);
+      stage_rows(reinterpret_cast<const float*>(delta) + first_row, L, steps, s.dt);
+    } else {
+      for (int lane = 0; lane < lanes; ++lane) {
+        const int64_t row = first_row + lane * L;
+        for (int t = 0; t < steps; ++t) {
+          s.u[t * kLanes + lane] = Io::to_float(u[row + t]);
+          s.dt[t * kLanes + lane] = Io::to_float(delta[row + t]);
+        }
       }
     }
     // fp32 B and C are read in place (each group reads a route's rows once per chunk);
@@ -165,9 +224,13 @@ void scan_group(const SelectiveScanProblem& p, const ScanScratch& s, int64_t b, 
       store(s.dt + t * kLanes, p.delta_softplus ? softplus(dt) : dt);
     }
     scan_chunk<kState>(s, B_rows, C_rows, bc_stride, N, steps, D_lanes, h_registers);
-    for (int lane = 0; lane < lanes; ++lane) {
-      const int64_t row = ((b * p.channels) + first_channel + lane) * L + l0;
-      for (int t = 0; t < steps; ++t) y[row + t] = Io::from_float(s.y[t * kLanes + lane]);
+    if (block_staging) {
+      unstage_rows(s.y, steps, reinterpret_cast<float*>(y) + first_row, L);
+    } else {
+      for (int lane = 0; lane < lanes; ++lane) {
+        const int64_t row = first_row + lane * L;
+        for (int t = 0; t < steps; ++t) y[row + t] = Io::from_float(s.y[t * kLanes + lane]);
+      }
     }
   }
 }
