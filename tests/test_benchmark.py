@@ -8,10 +8,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vmddpm_deploy.benchmark import SCAN_FREE
+from vmddpm_deploy.benchmark import SCAN_FREE, BenchTarget, run_bench
 from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
 from vmddpm_deploy.cli import app
-from vmddpm_deploy.diffusion import NoiseSchedule
+from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
 from vmddpm_deploy.ops import dispatch, selective_scan
 from tests.ops.test_reference import random_scan_inputs
 
@@ -94,3 +94,21 @@ def test_bench_rows_that_cannot_run_a_checkpoint(micro_ckpt, args, code, phrase)
     result = runner.invoke(app, ["bench", str(micro_ckpt), "--batch-sizes", "1", "--iters", "1", *args])
     assert result.exit_code == code, result.output
     assert phrase in result.output and "Traceback" not in result.output
+
+
+def test_timed_calls_go_round_robin_over_the_rows_after_each_rows_warmup():
+    calls = []
+
+    def recording(name):
+        def denoiser(x, t):
+            calls.append(name)
+            return torch.zeros_like(x)
+
+        return denoiser
+
+    targets = [BenchTarget("a", recording("a")), BenchTarget("b", recording("b"))]
+    sampler = make_sampler("ddim", NoiseSchedule(), 5)
+    rows = run_bench(targets, (1, 4, 4), [2], sampler, warmup=2, iters=3, baseline="a")
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert [(row["backend"], row["batch"], row["iters"]) for row in rows] == [("a", 2, 3), ("b", 2, 3)]
+    assert rows[0]["speedup_vs_a"] == 1.0

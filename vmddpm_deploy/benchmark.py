@@ -151,27 +151,32 @@ def _tensorrt_target(source: DenoiserSource, name: str, device: str) -> BenchTar
     return BenchTarget(name, denoiser, denoiser.device)  # inputs on the engine's GPU: timed with CUDA events
 
 
+def time_call(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor) -> float:
+    """Milliseconds of one ``denoiser(x, t)``: CUDA events on a GPU, ``perf_counter`` on CPU."""
+    if x.is_cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        denoiser(x, t)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    begin = time.perf_counter()
+    denoiser(x, t)
+    return 1000.0 * (time.perf_counter() - begin)
+
+
+def latency_stats(times: Sequence[float]) -> LatencyStats:
+    q = np.percentile(times, [90, 99])
+    return LatencyStats(statistics.median(times), float(q[0]), float(q[1]), len(times))
+
+
 def measure_calls(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, warmup: int, iters: int) -> LatencyStats:
     """Per-call latency of ``denoiser(x, t)`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
         denoiser(x, t)
-    times = []
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
-        for _ in range(iters):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            denoiser(x, t)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(iters):
-            begin = time.perf_counter()
-            denoiser(x, t)
-            times.append(1000.0 * (time.perf_counter() - begin))
-    q = np.percentile(times, [90, 99])
-    return LatencyStats(statistics.median(times), float(q[0]), float(q[1]), iters)
+    return latency_stats([time_call(denoiser, x, t) for _ in range(iters)])
 
 
 def sampler_step_ms(sampler: Sampler, x: torch.Tensor, iters: int = 20) -> float:
@@ -206,6 +211,13 @@ def run_bench(
 ) -> list[dict]:
     """One row per (target, batch size): latency, images/s of a full run, peak memory, speedup.
 
+    Within a batch size the timed calls go round-robin over the targets (after each target's
+    warm-up), so a burst of load from elsewhere on a shared machine slows every row alike and
+    the speedups, the numbers worth reading there, hold; timed one row after another, two runs
+    of the same command moved the torch / scan-free ratio by 15%. Peak memory: on a GPU the most
+    allocated during the target's own calls; on CPU the process's peak RSS once the target has
+    warmed up (getrusage only rises, so later rows include earlier ones).
+
     A full run's images/s is ``batch / (steps * (median call + sampler step))``: the sampling
     loop adds nothing else per step, so this avoids re-running slow rows end to end.
     """
@@ -215,12 +227,29 @@ def run_bench(
     for batch in batch_sizes:
         x_cpu = torch.randn(batch, *image_shape, generator=generator)
         t_cpu = torch.randint(0, 1000, (batch,), generator=generator)
-        for target in targets:
-            x, t = x_cpu.to(target.device, target.dtype), t_cpu.to(target.device)
+        inputs = [(x_cpu.to(target.device, target.dtype), t_cpu.to(target.device)) for target in targets]
+        peaks = []
+        for target, (x, t) in zip(targets, inputs, strict=True):
             if target.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(target.device)
             with target.context():
-                stats = measure_calls(target.denoiser, x, t, warmup, iters)
+                for _ in range(warmup):
+                    target.denoiser(x, t)
+            if target.device.type == "cuda":
+                torch.cuda.synchronize(target.device)
+            peaks.append(peak_memory_mb(target.device))
+        times: list[list[float]] = [[] for _ in targets]
+        for _ in range(iters):
+            for i, (target, (x, t)) in enumerate(zip(targets, inputs, strict=True)):
+                cuda = target.device.type == "cuda"
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(target.device)
+                with target.context():
+                    times[i].append(time_call(target.denoiser, x, t))
+                if cuda:
+                    peaks[i] = max(peaks[i], peak_memory_mb(target.device))
+        for target, (x, _), target_times, peak in zip(targets, inputs, times, peaks, strict=True):
+            stats = latency_stats(target_times)
             step_ms = sampler_step_ms(sampler, x)
             row = {
                 "backend": target.name,
@@ -228,7 +257,7 @@ def run_bench(
                 **asdict(stats),
                 "sampler_step_ms": step_ms,
                 "images_per_second": batch / (steps * (stats.median_ms + step_ms) / 1000.0),
-                "peak_memory_mb": peak_memory_mb(target.device),
+                "peak_memory_mb": peak,
             }
             rows.append(row)
             if on_row is not None:
