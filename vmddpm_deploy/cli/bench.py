@@ -53,7 +53,8 @@ def bench(
 
     Rows report the median / p90 / p99 per-call latency, images/s of a full DDIM run (steps x
     (median call + sampler step)), peak memory, and the speedup over the baseline row measured
-    in the same run.
+    in the same run. Timed calls go round-robin over the rows, so load from elsewhere on the
+    machine slows every row alike and the speedups hold.
 
     Example: vmddpm-deploy bench ckpt.pt --batch-sizes 1,16 --json bench.json
 
