@@ -26,8 +26,15 @@ def bundle(source: Path, out: Path) -> Checkpoint:
         name: tensor.to(torch.float16) if tensor.is_floating_point() else tensor
         for name, tensor in checkpoint.inference_weights.items()
     }
-    save_checkpoint(Checkpoint(checkpoint.config, checkpoint.schedule, weights), out)
-    return load_checkpoint(out)
+    staged = out.with_name(out.name + ".new")
+    save_checkpoint(Checkpoint(checkpoint.config, checkpoint.schedule, weights), staged)
+    try:
+        bundled = load_checkpoint(staged)
+    except Exception:
+        staged.unlink()
+        raise
+    staged.replace(out)
+    return bundled
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Side-by-side denoiser latency: the library behind ``vmddpm-deploy bench``.
 
-Every target runs the same (x, t) batches in one process, one after another, so ratios between
-rows are meaningful even on a noisy machine. GPU targets are timed with CUDA events, CPU targets
+Every target runs the same (x, t) batches in one process, its timed calls interleaved
+round-robin with the other targets', so ratios between rows are meaningful even on a noisy
+machine. GPU targets are timed with CUDA events, CPU targets
 with ``perf_counter``. The rows a source can have are :data:`BENCH_ROWS`; :func:`bench_targets`
 builds them, :func:`run_bench` times them.
 """

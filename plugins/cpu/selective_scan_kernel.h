@@ -141,6 +141,8 @@ inline void unstage_rows(const float* staged, int steps, float* target, int64_t 
 }
 constexpr bool kHasBlockStaging = true;
 #else
+// Never called (block_staging below is false without kHasBlockStaging); they let the shared
+// scan_group compile for every instruction set.
 constexpr bool kHasBlockStaging = false;
 inline void stage_rows(const float*, int64_t, int, float*) {}
 inline void unstage_rows(const float*, int, float*, int64_t) {}

@@ -15,9 +15,8 @@ from vmddpm_deploy.errors import ConfigError, InvalidArgumentError
 DATA = "Data"
 MODEL = "Model"
 OPT = "Optimisation"
-
-
 DEFAULT_STEPS = 10000  # of a new run; --resume continues to the run's own total unless --steps is given
+
 
 @app.command()
 @reports_errors
