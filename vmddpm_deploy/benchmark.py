@@ -20,10 +20,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from vmddpm_deploy.diffusion import Sampler
+from vmddpm_deploy.diffusion import Denoiser, Sampler
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.ops import dispatch, native
-from vmddpm_deploy.runtime import Denoiser
 from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, source_checkpoint, tensorrt_runs_here
 
 

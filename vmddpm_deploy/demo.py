@@ -72,7 +72,6 @@ def run_demo(
     ``on_stage(text)`` announces a stage; ``on_progress(task, advance, total)`` reports work done
     within one (sampling in images, feature extraction in images).
     """
-    from vmddpm_deploy.diffusion import make_sampler
     from vmddpm_deploy.evaluation import (
         ImageSet,
         InceptionFeatureExtractor,
@@ -80,8 +79,9 @@ def run_demo(
         images_to_uint8,
         open_image_set,
     )
-    from vmddpm_deploy.runtime.source import load_denoiser, open_source, resolve_backend
-    from vmddpm_deploy.sampling import CallTimer, generate
+    from vmddpm_deploy.generation import CallTimer, generate
+    from vmddpm_deploy.jobs import plan_job
+    from vmddpm_deploy.runtime.source import load_denoiser, resolve_backend
 
     def stage(text: str) -> None:
         if on_stage is not None:
@@ -97,9 +97,11 @@ def run_demo(
 
     clock = time.perf_counter()
     checkpoint_path = _checkpoint_path(out, settings, notes)
-    source = open_source(checkpoint_path)
-    config = source.config
-    sampler = make_sampler(settings.sampler, source.schedule, settings.steps)  # fails before any work
+    plan = plan_job(  # fails on a bad checkpoint or sampler setting before any work
+        checkpoint_path, n=settings.n, sampler=settings.sampler, steps=settings.steps, eta=0.0, seed=settings.seed,
+        image_format="npz",
+    )
+    source, config = plan.source, plan.source.config
     seconds["checkpoint"] = time.perf_counter() - clock
 
     export_dir = None
@@ -114,13 +116,12 @@ def run_demo(
     stage(f"sampling {settings.n} images: {settings.sampler}, {settings.steps} steps, backend {backend}")
     clock = time.perf_counter()
     denoiser = CallTimer(load_denoiser(source, backend, settings.device))
-    image_shape = (config.in_channels, config.image_size, config.image_size)
     batches = generate(
         denoiser,
-        sampler,
+        plan.make_sampler(),
         settings.seed,
         range(settings.n),
-        image_shape,
+        plan.image_shape,
         min(settings.batch_size, settings.n),
         settings.device,
         on_step=lambda images: progress("sampling", images, settings.n),
@@ -131,7 +132,7 @@ def run_demo(
 
     stage(f"FID / KID against {REAL_SET}")
     clock = time.perf_counter()
-    generated_set = ImageSet("generated", image_shape, None, array=images_to_uint8(generated, "generated"))
+    generated_set = ImageSet("generated", plan.image_shape, None, array=images_to_uint8(generated, "generated"))
     real_set = open_image_set(REAL_SET, size_hint=config.image_size).subset(settings.n_real)
     evaluation = evaluate_sets(
         generated_set,

@@ -42,7 +42,7 @@ from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
 from vmddpm_deploy.errors import CheckpointError, ConfigError, DataError, InvalidArgumentError, OutputError
 from vmddpm_deploy.model import VMDDPM, ModelConfig
 from vmddpm_deploy.outputs import to_uint16, write_png16
-from vmddpm_deploy.sampling import generate
+from vmddpm_deploy.generation import generate
 
 TRAIN_STATE_FORMAT = "vmddpm-deploy-train-state/1"
 _DROPOUT_STREAM = 2

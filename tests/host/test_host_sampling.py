@@ -1,6 +1,6 @@
 """vmddpm_host's DDIM loop and RNG against the Python sampler.
 
-The Python side (vmddpm_deploy.sampling.generate with the torch backend) records every
+The Python side (vmddpm_deploy.generation.generate with the torch backend) records every
 denoiser call; the host replays the recorded eps but computes everything else itself: the
 initial noise with its own counter RNG, the timesteps, the DDIM coefficients and steps, the
 per-step noise, the batching. Its final images must match Python's.
@@ -18,7 +18,7 @@ from vmddpm_deploy.checkpoint import init_checkpoint
 from vmddpm_deploy.diffusion import NoiseSchedule, gaussian_noise, make_sampler
 from vmddpm_deploy.outputs import png_name, to_uint16
 from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
-from vmddpm_deploy.sampling import generate
+from vmddpm_deploy.generation import generate
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def test_host_samples_with_an_engine_like_python(tmp_path):
     from vmddpm_deploy.export import export_checkpoint
     from vmddpm_deploy.model import preset
     from vmddpm_deploy.runtime.tensorrt_backend import load_tensorrt_denoiser
-    from vmddpm_deploy.sampling import generate
+    from vmddpm_deploy.generation import generate
     from vmddpm_deploy.tensorrt import BatchRange, EngineBuilder, EngineSettings
 
     include_dir, lib_dir = tensorrt_include_dir(), _tensorrt_lib_dir()

@@ -117,7 +117,7 @@ def test_onnxruntime_on_cuda_needs_the_cuda_provider(exported):
 def test_ddim_trajectory_from_the_same_noise_agrees(exported):
     """20 DDIM steps through torch and through ONNX Runtime from the same per-sample noise."""
     from vmddpm_deploy.diffusion import make_sampler
-    from vmddpm_deploy.sampling import generate
+    from vmddpm_deploy.generation import generate
 
     ckpt, export_dir = exported
     source = open_source(export_dir)

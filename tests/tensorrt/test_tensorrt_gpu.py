@@ -19,7 +19,7 @@ from vmddpm_deploy.export import export_checkpoint, read_manifest, write_manifes
 from vmddpm_deploy.model import preset
 from vmddpm_deploy.runtime.tensorrt_backend import load_tensorrt_denoiser
 from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
-from vmddpm_deploy.sampling import generate
+from vmddpm_deploy.generation import generate
 from vmddpm_deploy.tensorrt import BatchRange, EngineBuilder, EngineSettings
 
 pytestmark = pytest.mark.tensorrt

@@ -1,9 +1,11 @@
 """The Typer app every command module registers on, and what commands share: error reporting,
-consoles, progress bars, option parsing and the choice enums."""
+consoles, progress bars, option parsing and the choice enums (derived from the library's lists)."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -20,7 +22,13 @@ from rich.progress import (
 )
 
 from vmddpm_deploy import __version__
+from vmddpm_deploy.diffusion.reverse_process import SAMPLERS
+from vmddpm_deploy.diffusion.schedule import SCHEDULE_KINDS, NoiseSchedule
 from vmddpm_deploy.errors import InvalidArgumentError, VmddpmError
+from vmddpm_deploy.jobs.output_dir import IMAGE_FORMATS
+from vmddpm_deploy.model.config import DEFAULT_PRESET_NAME, PRESETS, ModelConfig
+from vmddpm_deploy.ops.scan_orders import SCAN_ORDERS
+from vmddpm_deploy.runtime.source import SAMPLING_BACKENDS
 
 app = typer.Typer(
     name="vmddpm-deploy",
@@ -68,41 +76,26 @@ def _root(
     """
 
 
-class Preset(str, Enum):
-    tiny = "tiny"
-    small = "small"
-    base = "base"
-    large = "large"
+def choices(name: str, values: Iterable[str]) -> type[Enum]:
+    """A str Enum of ``values`` for Typer's choice options.
+
+    Every choice list is defined once, in the library module that acts on it; the CLI only
+    derives its enums, so a new sampler, scan order or format needs no CLI change.
+    """
+    return Enum(name, {value: value for value in values}, type=str)
 
 
-class ScanOrder(str, Enum):
-    cross = "cross"
-    regen = "regen"
+Preset = choices("Preset", PRESETS)
+ScanOrder = choices("ScanOrder", SCAN_ORDERS)
+ScheduleKind = choices("ScheduleKind", SCHEDULE_KINDS)
+SamplerName = choices("SamplerName", SAMPLERS)
+ImageFormat = choices("ImageFormat", IMAGE_FORMATS)
+Backend = choices("Backend", SAMPLING_BACKENDS)
 
-
-class ScheduleKind(str, Enum):
-    linear = "linear"
-    cosine = "cosine"
-
-
-class SamplerName(str, Enum):
-    ddpm = "ddpm"
-    ddim = "ddim"
-    dpm_solver = "dpm-solver++"
-
-
-class ImageFormat(str, Enum):
-    png = "png"
-    npz = "npz"
-    nifti = "nifti"
-    nifti_volume = "nifti-volume"
-
-
-class Backend(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    onnxruntime = "onnxruntime"
-    tensorrt = "tensorrt"
+#: The defaults the CLI shows are the library's own.
+DEFAULT_PRESET = Preset(DEFAULT_PRESET_NAME)
+DEFAULT_SCAN_ORDER = ScanOrder(ModelConfig.scan_order)
+DEFAULT_SCHEDULE = ScheduleKind(NoiseSchedule.kind)
 
 
 def wide_console() -> Console:
@@ -122,6 +115,27 @@ def progress_bar(quiet: bool = False, transient: bool = False) -> Progress:
         disable=quiet,
         transient=transient,
     )
+
+
+@contextmanager
+def progress_callback(description: str, quiet: bool = False) -> Iterator[Callable[[float, float], None]]:
+    """A ``report(done, total)`` callback drawing a progress bar from its first call on, so that an
+    error during set-up prints alone, without an empty bar above it."""
+    progress = progress_bar(quiet)
+    task = None
+
+    def report(done: float, total: float) -> None:
+        nonlocal task
+        if task is None:
+            progress.start()
+            task = progress.add_task(description, total=total, completed=done)
+        else:
+            progress.update(task, completed=done, total=total)
+
+    try:
+        yield report
+    finally:
+        progress.stop()
 
 
 def parse_csv(text: str, option: str) -> list[str]:

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from vmddpm_deploy.cli.app import Preset, ScanOrder, ScheduleKind, app, reports_errors
+from vmddpm_deploy.cli.app import (
+    DEFAULT_PRESET,
+    DEFAULT_SCAN_ORDER,
+    DEFAULT_SCHEDULE,
+    Preset,
+    ScanOrder,
+    ScheduleKind,
+    app,
+    reports_errors,
+)
 from vmddpm_deploy.errors import OutputError
 
 
@@ -15,9 +24,9 @@ from vmddpm_deploy.errors import OutputError
 @reports_errors
 def init(
     output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint file to write.")] = Path("ckpt.pt"),
-    preset_name: Annotated[Preset, typer.Option("--preset", help="Model size and resolution.")] = Preset.tiny,
-    scan_order: Annotated[ScanOrder, typer.Option(help="How SS2D threads the image into 1-D routes.")] = ScanOrder.regen,
-    schedule: Annotated[ScheduleKind, typer.Option(help="Noise schedule (T = 1000 steps).")] = ScheduleKind.linear,
+    preset_name: Annotated[Preset, typer.Option("--preset", help="Model size and resolution.")] = DEFAULT_PRESET,
+    scan_order: Annotated[ScanOrder, typer.Option(help="How SS2D threads the image into 1-D routes.")] = DEFAULT_SCAN_ORDER,
+    schedule: Annotated[ScheduleKind, typer.Option(help="Noise schedule (T = 1000 steps).")] = DEFAULT_SCHEDULE,
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
 ) -> None:

@@ -13,10 +13,11 @@ from vmddpm_deploy.cli.app import (
     ImageFormat,
     SamplerName,
     app,
-    progress_bar,
+    progress_callback,
     reports_errors,
 )
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
+from vmddpm_deploy.jobs.output_dir import IMAGE_FORMATS
 
 
 @app.command()
@@ -42,8 +43,7 @@ def sample(
         ImageFormat,
         typer.Option(
             "--format",
-            help="png: one 16-bit PNG per sample; npz: one samples.npz; nifti: one .nii.gz per sample; "
-            "nifti-volume: one samples.nii.gz, samples stacked along z (uint16, header scales to [-1, 1]).",
+            help="; ".join(f"{name}: {layout.description}" for name, layout in IMAGE_FORMATS.items()) + ".",
         ),
     ] = ImageFormat.png,
     shard: Annotated[str, typer.Option(help="Make only indices i with i % N == I, given as I/N.")] = "0/1",
@@ -81,10 +81,7 @@ def sample(
 
     Ray: vmddpm-deploy sample ckpt.pt --n 100000 --ray auto --device cuda --out /shared/samples/
     """
-    from vmddpm_deploy.diffusion import make_sampler
-    from vmddpm_deploy.runtime.batching import resolve_batch_size
-    from vmddpm_deploy.runtime.source import load_denoiser, open_source, resolve_backend
-    from vmddpm_deploy.sample_job import JobSettings, SampleJob, Shard
+    from vmddpm_deploy.jobs import Shard, plan_job, run_sample_job
 
     if n < 1:
         raise InvalidArgumentError(f"--n must be at least 1, got {n}")
@@ -93,60 +90,25 @@ def sample(
     if not 0 <= seed < 2**64:
         raise InvalidArgumentError(f"--seed must be in [0, 2^64), got {seed}")
     shard_spec = Shard.parse(shard)
-    if workers is not None and ray is None:
-        raise InvalidArgumentError("--workers applies to --ray only")
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} exists and is not a directory; choose another --out")
 
-    opened = open_source(source)
-    backend_name = resolve_backend(backend.value, opened)
-    steps_sampler = make_sampler(sampler.value, opened.schedule, steps, eta=eta)  # fails before any write
-    config = opened.config
-    image_shape = (config.in_channels, config.image_size, config.image_size)
-    settings = JobSettings(
-        source_sha256=opened.sha256,
-        n=n,
-        sampler=sampler.value,
-        steps=steps,
-        eta=eta,
-        seed=seed,
-        image_format=image_format.value,
+    plan = plan_job(
+        source, n=n, sampler=sampler.value, steps=steps, eta=eta, seed=seed, image_format=image_format.value,
         shard=shard_spec,
     )
-    if ray is not None:
-        from vmddpm_deploy.distributed import RayJob
-
-        ray_job = RayJob(
-            source, settings, out, backend=backend.value, device=device, batch_size=batch_size,
-            resume=resume, address=ray, workers=workers,
+    with progress_callback("sampling", quiet) as report:
+        summary = run_sample_job(
+            plan, out, backend=backend.value, device=device, batch_size=batch_size, resume=resume, ray=ray,
+            workers=workers, on_progress=report,
         )
-        with ray_job, progress_bar(quiet) as progress:
-            task = progress.add_task("sampling", total=n, completed=ray_job.already_done)
-            summary = ray_job.run(on_progress=lambda images: progress.update(task, completed=images))
-        backend_name = summary["backend"]  # each worker resolves auto on its own node
-    else:
-        denoiser = load_denoiser(opened, backend_name, device)
-        batch_size = resolve_batch_size(denoiser, batch_size, n)  # a size the backend refuses fails here
-        job = SampleJob(out, settings, resume)
-        total = len(shard_spec.indices(n))
-        with progress_bar(quiet) as progress:
-            task = progress.add_task("sampling", total=total, completed=total - len(job.todo))
-            summary = job.run(
-                denoiser,
-                steps_sampler,
-                image_shape,
-                batch_size,
-                device,
-                on_step=lambda images: progress.advance(task, images),
-            )
-    summary |= {"out": str(out), "backend": backend_name, "sampler": sampler.value, "steps": steps}
     if quiet:
         typer.echo(json.dumps(summary))
     else:
         typer.echo(
             f"wrote {summary['images']} images to {out} in {summary['seconds']:.1f} s "
             f"({summary['images_per_second'] or 0:.2f} images/s, {summary['ms_per_denoiser_call']:.1f} ms per "
-            f"denoiser call at batch {summary['batch_size']}, {sampler.value} {steps} steps, backend {backend_name})"
+            f"denoiser call at batch {summary['batch_size']}, {sampler.value} {steps} steps, backend {summary['backend']})"
         )
 
 

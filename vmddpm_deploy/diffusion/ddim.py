@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from vmddpm_deploy.diffusion.schedule import NoiseSchedule, spaced_timesteps
+from vmddpm_deploy.diffusion.schedule import NoiseSchedule, predict_x0, spaced_timesteps
 from vmddpm_deploy.errors import InvalidArgumentError
 
 
@@ -59,11 +59,8 @@ class DDIMSampler:
         if not 0.0 <= self.eta <= 1.0:
             raise InvalidArgumentError(f"eta must be in [0, 1], got {self.eta}")
         timesteps = tuple(spaced_timesteps(self.schedule.num_train_timesteps, self.steps, self.spacing))
-        alpha_bar = self.schedule.alphas_cumprod.tolist()
         coefficients = []
-        for k, t in enumerate(timesteps):
-            ab_t = alpha_bar[t]
-            ab_prev = alpha_bar[timesteps[k + 1]] if k + 1 < len(timesteps) else 1.0
+        for ab_t, ab_prev in self.schedule.step_alpha_bars(timesteps):
             variance = (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev)
             sigma = self.eta * math.sqrt(variance)
             coefficients.append(
@@ -92,9 +89,7 @@ class DDIMSampler:
         history: torch.Tensor | None,
     ) -> tuple[torch.Tensor, None]:
         c = self._coefficients[k]
-        x0 = torch.add(x, eps, alpha=-c.eps_scale).mul_(c.inv_sqrt_alpha_bar)
-        if self.clip_sample:
-            x0.clamp_(-1.0, 1.0)
+        x0 = predict_x0(x, eps, c.eps_scale, c.inv_sqrt_alpha_bar, self.clip_sample)
         x_prev = x0.mul_(c.x0_coeff).add_(eps, alpha=c.eps_coeff)  # reuses x0's buffer
         if c.sigma > 0.0:
             x_prev.add_(noise, alpha=c.sigma)

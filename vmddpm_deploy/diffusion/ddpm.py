@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from vmddpm_deploy.diffusion.schedule import NoiseSchedule, spaced_timesteps
+from vmddpm_deploy.diffusion.schedule import NoiseSchedule, predict_x0, spaced_timesteps
 
 
 class _DDPMStep(NamedTuple):
@@ -48,11 +48,8 @@ class DDPMSampler:
 
     def __post_init__(self) -> None:
         timesteps = tuple(spaced_timesteps(self.schedule.num_train_timesteps, self.steps, self.spacing))
-        alpha_bar = self.schedule.alphas_cumprod.tolist()
         coefficients = []
-        for k, t in enumerate(timesteps):
-            ab_t = alpha_bar[t]
-            ab_prev = alpha_bar[timesteps[k + 1]] if k + 1 < len(timesteps) else 1.0
+        for ab_t, ab_prev in self.schedule.step_alpha_bars(timesteps):
             alpha_t = ab_t / ab_prev
             beta_t = 1.0 - alpha_t
             coefficients.append(
@@ -81,9 +78,7 @@ class DDPMSampler:
         history: torch.Tensor | None,
     ) -> tuple[torch.Tensor, None]:
         c = self._coefficients[k]
-        x0 = torch.add(x, eps, alpha=-c.eps_scale).mul_(c.inv_sqrt_alpha_bar)
-        if self.clip_sample:
-            x0.clamp_(-1.0, 1.0)
+        x0 = predict_x0(x, eps, c.eps_scale, c.inv_sqrt_alpha_bar, self.clip_sample)
         x_prev = x0.mul_(c.x0_coeff).add_(x, alpha=c.x_coeff)  # reuses x0's buffer: one allocation per step
         if c.sigma > 0.0:
             x_prev.add_(noise, alpha=c.sigma)

@@ -16,7 +16,7 @@ after the last listed timestep:
         x_t = (sigma_t / sigma_s) x_s - alpha_t (exp(-h_k) - 1) D_k
     last step (to sigma = 0, h = inf): x_0 = x0_k  (first order, as diffusers' lower-order final)
 
-``x0_{k-1}`` is the history :func:`~vmddpm_deploy.diffusion.loop.run_sampler` carries. Nothing
+``x0_{k-1}`` is the history :func:`~vmddpm_deploy.diffusion.reverse_process.run_sampler` carries. Nothing
 is clipped (diffusers' default ``thresholding=False``) and no noise is used.
 
 Timesteps follow diffusers' ``set_timesteps`` for this scheduler (default ``linspace``), which
@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from vmddpm_deploy.diffusion.schedule import TIMESTEP_SPACINGS, NoiseSchedule, check_steps
+from vmddpm_deploy.diffusion.schedule import TIMESTEP_SPACINGS, NoiseSchedule, check_steps, predict_x0
 from vmddpm_deploy.errors import InvalidArgumentError
 
 
@@ -142,7 +142,7 @@ class DPMSolverPP2MSampler:
         history: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self._coefficients[k]
-        x0 = torch.add(x, eps, alpha=-c.eps_scale).mul_(c.inv_alpha)
+        x0 = predict_x0(x, eps, c.eps_scale, c.inv_alpha, clip=False)
         if c.to_clean:
             return x0, x0
         x_next = torch.mul(x, c.x_coeff)

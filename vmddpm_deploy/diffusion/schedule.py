@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, Literal
 
@@ -105,6 +106,15 @@ class NoiseSchedule:
         """``alpha_bar_t = prod_{s <= t} (1 - beta_s)``, float64 (a fresh copy)."""
         return torch.from_numpy(self._alphas_cumprod.copy())
 
+    def step_alpha_bars(self, timesteps: Sequence[int]) -> list[tuple[float, float]]:
+        """``(alpha_bar_t, alpha_bar_t')`` for each step ``t -> t'`` along ``timesteps``; after the
+        last step ``alpha_bar_t' = 1``, the clean image (diffusers' ``set_alpha_to_one=True``)."""
+        alpha_bar = self._alphas_cumprod.tolist()
+        return [
+            (alpha_bar[t], alpha_bar[timesteps[k + 1]] if k + 1 < len(timesteps) else 1.0)
+            for k, t in enumerate(timesteps)
+        ]
+
     @cached_property
     def _betas(self) -> np.ndarray:
         T = self.num_train_timesteps
@@ -121,6 +131,15 @@ class NoiseSchedule:
     @cached_property
     def _alphas_cumprod(self) -> np.ndarray:
         return np.cumprod(1.0 - self._betas)
+
+
+def predict_x0(
+    x: torch.Tensor, eps: torch.Tensor, eps_scale: float, inv_sqrt_alpha_bar: float, clip: bool
+) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), Ho eq. 4 solved for x_0, as a
+    new tensor; clipped to [-1, 1] when ``clip``. ``eps_scale`` = sqrt(1 - alpha_bar_t)."""
+    x0 = torch.add(x, eps, alpha=-eps_scale).mul_(inv_sqrt_alpha_bar)
+    return x0.clamp_(-1.0, 1.0) if clip else x0
 
 
 def spaced_timesteps(num_train_timesteps: int, steps: int, spacing: str) -> list[int]:

@@ -38,7 +38,7 @@ from vmddpm_deploy.export.manifest import (
     PLUGIN_NAMESPACE,
     PLUGIN_VERSION,
 )
-from vmddpm_deploy.ops.scan_orders import scan_table
+from vmddpm_deploy.ops.scan_orders import SCAN_ORDERS, scan_table
 
 OPS_KINDS = ("plugin", "portable")
 
@@ -54,6 +54,9 @@ _PLUGIN_ATTRIBUTES = [
     _Attr("plugin_version", _STRING, "TensorRT plugin version, always '1'.", required=True),
     _Attr("plugin_namespace", _STRING, "TensorRT plugin namespace, always 'vmddpm'.", required=True),
 ]
+_SCAN_ORDER_ATTRIBUTE = _Attr(
+    "scan_order", _STRING, " or ".join(f"'{order}'" for order in SCAN_ORDERS) + ".", required=True
+)
 
 SCHEMAS: dict[str, OpSchema] = {
     "VmddpmSelectiveScan": OpSchema(
@@ -84,7 +87,7 @@ SCHEMAS: dict[str, OpSchema] = {
         inputs=[_Param("x", "T", "(batch, D, H, W)")],
         outputs=[_Param("ys", "T", "(batch, K, D, H*W)")],
         type_constraints=[("T", _IO_TYPES, "io dtype")],
-        attributes=[_Attr("scan_order", _STRING, "'cross' or 'regen'.", required=True)] + _PLUGIN_ATTRIBUTES,
+        attributes=[_SCAN_ORDER_ATTRIBUTE] + _PLUGIN_ATTRIBUTES,
     ),
     "VmddpmCrossMerge": OpSchema(
         "VmddpmCrossMerge",
@@ -95,7 +98,7 @@ SCHEMAS: dict[str, OpSchema] = {
         outputs=[_Param("x", "T", "(batch, D, H, W)")],
         type_constraints=[("T", _IO_TYPES, "io dtype")],
         attributes=[
-            _Attr("scan_order", _STRING, "'cross' or 'regen'.", required=True),
+            _SCAN_ORDER_ATTRIBUTE,
             _Attr("height", _INT, "H of the grid.", required=True),
             _Attr("width", _INT, "W of the grid.", required=True),
         ]

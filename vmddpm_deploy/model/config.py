@@ -1,6 +1,6 @@
 """Model configuration: a frozen dataclass, plain JSON data, and the named presets.
 
-Every architectural guess we made while reconstructing VM-DDPM from its abstract (design.md
+Every architectural guess we made while reconstructing VM-DDPM from its abstract (docs/design.md
 section 1) is a field here, so a reader of the paper's body can correct it without code changes.
 """
 
@@ -82,13 +82,17 @@ class ModelConfig:
             raise ConfigError(f"invalid model config: {exc}") from None
 
 
-#: Named presets. Sizes are per design.md; the README lists parameters and GFLOPs of each.
+#: Named presets: the one list of them (docs/design.md section 1); the README lists parameters
+#: and GFLOPs of each.
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(image_size=32, base_channels=48, channel_mult=(1, 2, 2)),
     "small": ModelConfig(image_size=64, base_channels=64, channel_mult=(1, 2, 2, 4)),
     "base": ModelConfig(image_size=128, base_channels=96, channel_mult=(1, 1, 2, 2, 4)),
     "large": ModelConfig(image_size=256, base_channels=128, channel_mult=(1, 1, 2, 2, 4, 4)),
 }
+
+#: The preset ``init`` and ``train`` start from when none is named.
+DEFAULT_PRESET_NAME = "tiny"
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:

@@ -1,17 +1,5 @@
-"""Runtimes: everything that can answer ``Denoiser(x, t) -> eps`` (design.md section 4)."""
+"""Runtimes: every backend that answers ``Denoiser(x, t) -> eps`` (docs/design.md section 4).
 
-from __future__ import annotations
-
-from typing import Protocol, runtime_checkable
-
-import torch
-
-
-@runtime_checkable
-class Denoiser(Protocol):
-    """x: (batch, C, H, W) float, t: (batch,) int64 -> eps: (batch, C, H, W), same device as x."""
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
-
-
-__all__ = ["Denoiser"]
+The protocol itself lives with its users, :mod:`vmddpm_deploy.diffusion.denoiser`;
+:mod:`.source` opens a SRC and loads the backend that runs it.
+"""

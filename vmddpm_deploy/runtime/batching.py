@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from vmddpm_deploy.diffusion import Denoiser
 from vmddpm_deploy.errors import InvalidArgumentError
-from vmddpm_deploy.runtime import Denoiser
 
 #: Images per call where the backend sets no limit. On the 2-core CPU machine the tiny preset's
 #: time per image falls from 55 ms at batch 1 to 44 ms at batch 16 (`vmddpm-deploy bench`), and

@@ -27,12 +27,11 @@ from pathlib import Path
 import torch
 
 from vmddpm_deploy.checkpoint import Checkpoint, load_checkpoint
-from vmddpm_deploy.diffusion import NoiseSchedule
+from vmddpm_deploy.diffusion import Denoiser, NoiseSchedule
 from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.export.manifest import MANIFEST_NAME, Manifest, read_manifest
 from vmddpm_deploy.model import ModelConfig
-from vmddpm_deploy.runtime import Denoiser
 
 
 @dataclass(frozen=True)
@@ -119,6 +118,10 @@ BACKENDS: dict[str, Callable[[DenoiserSource, str], Denoiser]] = {
     "reference-onnx-fp16": _reference_onnx("fp16"),
     "tensorrt": _load_tensorrt,
 }
+#: Backends that exist to cross-check graphs (``check``): onnx's ReferenceEvaluator is far too slow to sample with.
+CHECK_ONLY_BACKENDS = frozenset({"reference-onnx", "reference-onnx-fp16"})
+#: What ``sample``, ``demo`` and ``--backend`` accept: ``auto`` and every backend fit to sample with.
+SAMPLING_BACKENDS = ("auto", *(name for name in BACKENDS if name not in CHECK_ONLY_BACKENDS))
 
 
 def source_checkpoint(source: DenoiserSource) -> Checkpoint | None:

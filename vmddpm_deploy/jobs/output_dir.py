@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,10 @@ import torch
 
 from vmddpm_deploy import __version__
 from vmddpm_deploy.atomic_write import write_atomic
-from vmddpm_deploy.diffusion import Sampler
+from vmddpm_deploy.diffusion import Denoiser, Sampler
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
+from vmddpm_deploy.generation import CallTimer, generate
+from vmddpm_deploy.jobs.spec import JobSettings, job_summary
 from vmddpm_deploy.outputs import (
     prepare_output_dir,
     sample_file_name,
@@ -42,58 +44,32 @@ from vmddpm_deploy.outputs import (
     write_npz,
     write_png16,
 )
-from vmddpm_deploy.runtime import Denoiser
-from vmddpm_deploy.runtime.batching import fit_batches, resolve_batch_size
-from vmddpm_deploy.sampling import CallTimer, generate
+from vmddpm_deploy.runtime.batching import fit_batches
 
 PROGRESS_FORMAT = "vmddpm-deploy-samples/1"
-#: One file per sample (written as its batch finishes), by format: the file suffix.
-PER_SAMPLE_SUFFIXES = {"png": ".png", "nifti": ".nii.gz"}
-#: One file per shard, merged from per-batch parts in .parts/ when the shard completes.
-STACKED_SUFFIXES = {"npz": ".npz", "nifti-volume": ".nii.gz"}
-IMAGE_FORMATS = (*PER_SAMPLE_SUFFIXES, *STACKED_SUFFIXES)
 
 
 @dataclass(frozen=True)
-class Shard:
-    index: int = 0
-    count: int = 1
+class ImageFormat:
+    """How one ``--format`` lays a shard's images out on disk."""
 
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-        if not match:
-            raise InvalidArgumentError(f"--shard must look like I/N (e.g. 0/4), got {text!r}")
-        index, count = int(match[1]), int(match[2])
-        if count < 1 or not 0 <= index < count:
-            raise InvalidArgumentError(f"--shard {text}: need 0 <= I < N")
-        return cls(index, count)
-
-    def indices(self, n: int) -> range:
-        return range(self.index, n, self.count)
-
-    @property
-    def suffix(self) -> str:
-        return "" if self.count == 1 else f".shard-{self.index}-of-{self.count}"
+    suffix: str
+    #: True: one file per shard, merged from per-batch parts in .parts/ when the shard completes;
+    #: False: one file per sample, written as its batch finishes.
+    stacked: bool
+    description: str
 
 
-@dataclass(frozen=True)
-class JobSettings:
-    """Everything that determines the images; ``--resume`` refuses if any of it changed."""
-
-    source_sha256: str
-    n: int
-    sampler: str
-    steps: int
-    eta: float
-    seed: int
-    image_format: str
-    shard: Shard
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["shard"] = f"{self.shard.index}/{self.shard.count}"
-        return data
+#: Every output format by its ``--format`` name: the one list of formats (the CLI derives its choices and help).
+IMAGE_FORMATS: dict[str, ImageFormat] = {
+    "png": ImageFormat(".png", stacked=False, description="one 16-bit PNG per sample"),
+    "npz": ImageFormat(".npz", stacked=True, description="one samples.npz"),
+    "nifti": ImageFormat(".nii.gz", stacked=False, description="one .nii.gz per sample"),
+    "nifti-volume": ImageFormat(
+        ".nii.gz", stacked=True,
+        description="one samples.nii.gz, samples stacked along z (uint16, header scales to [-1, 1])",
+    ),
+}
 
 
 class SampleJob:
@@ -104,6 +80,7 @@ class SampleJob:
             raise InvalidArgumentError(f"unknown image format {settings.image_format!r}")
         self.out = out
         self.settings = settings
+        self._format = IMAGE_FORMATS[settings.image_format]
         self.progress_path = out / f"progress{settings.shard.suffix}.json"
         self.summary_path = out / f"samples{settings.shard.suffix}.json"
         self.parts_dir = out / ".parts"
@@ -156,16 +133,15 @@ class SampleJob:
         return self._on_disk({int(i) for i in done})
 
     def _sample_path(self, index: int) -> Path:
-        suffix = PER_SAMPLE_SUFFIXES[self.settings.image_format]
-        return self.out / sample_file_name(index, self.settings.n, suffix)
+        return self.out / sample_file_name(index, self.settings.n, self._format.suffix)
 
     @property
     def _stacked_path(self) -> Path:
-        return self.out / f"samples{self.settings.shard.suffix}{STACKED_SUFFIXES[self.settings.image_format]}"
+        return self.out / f"samples{self.settings.shard.suffix}{self._format.suffix}"
 
     def _on_disk(self, done: set[int]) -> set[int]:
         """The indices of ``done`` whose images really are on disk (the only ones to trust)."""
-        if self.settings.image_format in PER_SAMPLE_SUFFIXES:
+        if not self._format.stacked:
             return {i for i in done if self._sample_path(i).exists()}
         if self._stacked_path.exists():
             return done  # merged (atomically) only once every index of the shard was done
@@ -225,7 +201,7 @@ class SampleJob:
     def finish(self, summary: dict[str, Any]) -> Path:
         """After the last batch: merge npz parts and write the shard's summary."""
         self.close()
-        if self.settings.image_format in STACKED_SUFFIXES:
+        if self._format.stacked:
             self._merge_parts()
         payload = {"format": PROGRESS_FORMAT, "settings": self.settings.to_dict(), **summary}
         data = json.dumps(payload, indent=2).encode()
@@ -272,18 +248,17 @@ class SampleJob:
         denoiser: Denoiser,
         sampler: Sampler,
         image_shape: tuple[int, int, int],
-        batch_size: int | None = None,
+        batch_size: int,
         device: str | torch.device = "cpu",
         on_step: Callable[[float], None] | None = None,
     ) -> dict[str, Any]:
         """Make every image this shard still lacks; returns the timing summary it recorded.
 
-        ``batch_size`` None takes the backend's largest (:func:`resolve_batch_size`); a batch
+        ``batch_size`` is the one :func:`vmddpm_deploy.jobs.prepare.prepare_job` resolved; a batch
         below the backend's minimum is padded. Sampling and writing overlap: batch k is encoded
         and written by the writer thread while batch k+1 is denoised.
         """
         todo = self.todo
-        batch_size = resolve_batch_size(denoiser, batch_size, max(len(todo), 1))
         timer = CallTimer(fit_batches(denoiser))
         start = time.perf_counter()
         try:
@@ -293,16 +268,13 @@ class SampleJob:
                 self.submit(indices, x0.float().cpu().numpy())
         finally:
             self.close()  # also on Ctrl-C: finish the writes in flight, keep progress consistent
-        seconds = time.perf_counter() - start
-        summary = {
-            "images": len(todo),
-            "already_done": len(self.settings.shard.indices(self.settings.n)) - len(todo),
-            "seconds": round(seconds, 3),
-            "images_per_second": round(len(todo) / seconds, 3) if seconds > 0 else None,
-            "denoiser_calls": timer.calls,
-            "ms_per_denoiser_call": round(timer.ms_per_call, 3),
-            "batch_size": batch_size,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+        summary = job_summary(
+            images=len(todo),
+            already_done=len(self.settings.shard.indices(self.settings.n)) - len(todo),
+            seconds=time.perf_counter() - start,
+            denoiser_calls=timer.calls,
+            ms_per_denoiser_call=timer.ms_per_call,
+            batch_size=batch_size,
+        )
         self.finish(summary)
         return summary

@@ -1,4 +1,4 @@
-"""Sampling on a Ray cluster: the sharded sampler of :mod:`vmddpm_deploy.sample_job` as Ray actors.
+"""Sampling on a Ray cluster: the shards of :mod:`vmddpm_deploy.jobs.output_dir` as Ray actors.
 
 Worker ``w`` of ``W`` *is* shard ``w/W`` of the job: it loads its own denoiser (one per GPU, or
 an equal slice of the CPUs), makes the indices ``i`` with ``i % W == w`` and writes them into
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,13 +22,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from vmddpm_deploy.errors import (
-    ArtifactError,
-    BackendUnavailableError,
-    InvalidArgumentError,
-    VmddpmError,
-)
-from vmddpm_deploy.sample_job import JobSettings, SampleJob, Shard
+from vmddpm_deploy.errors import BackendUnavailableError, InvalidArgumentError, VmddpmError
+from vmddpm_deploy.jobs.spec import JobSettings, Shard, job_summary
 
 INSTALL_HINT = "pip install 'vmddpm-deploy[distributed]'"
 #: How often the driver asks the workers how far they are.
@@ -128,30 +122,15 @@ class ShardWorker:
         """
         import torch
 
-        from vmddpm_deploy.diffusion import make_sampler
-        from vmddpm_deploy.runtime.source import (
-            load_denoiser,
-            open_source,
-            resolve_backend,
-        )
+        from vmddpm_deploy.jobs.prepare import JobPlan, prepare_job
+        from vmddpm_deploy.runtime.source import open_source
 
         if device == "cpu":
             torch.set_num_threads(threads)
-        opened = open_source(source)
-        if opened.sha256 != settings.source_sha256:
-            raise ArtifactError(
-                f"{source} on node {os.uname().nodename} is not the driver's (sha256 {opened.sha256[:12]}..., "
-                f"driver {settings.source_sha256[:12]}...); every node must see the same SRC"
-            )
-        config = opened.config
-        self._image_shape = (config.in_channels, config.image_size, config.image_size)
-        self._sampler = make_sampler(settings.sampler, opened.schedule, settings.steps, eta=settings.eta)
-        backend = resolve_backend(backend, opened)
-        self._denoiser = load_denoiser(opened, backend, device)
-        self._job = SampleJob(Path(out), settings, resume)
-        self._batch_size, self._device = batch_size, device
-        self._completed = float(len(settings.shard.indices(settings.n)) - len(self._job.todo))
-        return self._completed, backend
+        plan = JobPlan(open_source(source), settings)  # this node's SRC, the driver's settings
+        self._job = prepare_job(plan, Path(out), backend=backend, device=device, batch_size=batch_size, resume=resume)
+        self._completed = float(len(settings.shard.indices(settings.n)) - len(self._job.output.todo))
+        return self._completed, self._job.backend
 
     def run(self) -> dict[str, Any] | None:
         """Sample every image the shard lacks; the shard's summary, or None when stopped."""
@@ -162,9 +141,7 @@ class ShardWorker:
             self._completed += images
 
         try:
-            return self._job.run(
-                self._denoiser, self._sampler, self._image_shape, self._batch_size, self._device, on_step
-            )
+            return self._job.run(on_step)
         except _Stopped:
             return None  # SampleJob.run finished the writes in flight: the directory is consistent
 
@@ -192,22 +169,19 @@ def _get(ray: Any, refs: Any) -> Any:
 
 
 def merge_summaries(summaries: Sequence[dict[str, Any]], seconds: float, backends: Sequence[str]) -> dict[str, Any]:
-    """One job summary from the shards' (``SampleJob.run``) summaries and the driver's wall time."""
-    images = sum(s["images"] for s in summaries)
+    """One job summary from the shards' summaries and the driver's wall time."""
     calls = sum(s["denoiser_calls"] for s in summaries)
     call_ms = sum(s["ms_per_denoiser_call"] * s["denoiser_calls"] for s in summaries)
-    return {
-        "images": images,
-        "already_done": sum(s["already_done"] for s in summaries),
-        "seconds": round(seconds, 3),
-        "images_per_second": round(images / seconds, 3) if seconds > 0 else None,
-        "denoiser_calls": calls,
-        "ms_per_denoiser_call": round(call_ms / calls, 3) if calls else 0.0,
-        "batch_size": max(s["batch_size"] for s in summaries),
-        "workers": len(summaries),
-        "backend": ",".join(sorted(set(backends))),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    return job_summary(
+        images=sum(s["images"] for s in summaries),
+        already_done=sum(s["already_done"] for s in summaries),
+        seconds=seconds,
+        denoiser_calls=calls,
+        ms_per_denoiser_call=call_ms / calls if calls else 0.0,
+        batch_size=max(s["batch_size"] for s in summaries),
+        workers=len(summaries),
+        backend=",".join(sorted(set(backends))),
+    )
 
 
 class RayJob:

@@ -7,9 +7,9 @@ import threading
 import pytest
 import torch
 
-import vmddpm_deploy.sampling as sampling
+import vmddpm_deploy.generation as generation
 from vmddpm_deploy.diffusion import NoiseSchedule, gaussian_noise, make_sampler
-from vmddpm_deploy.sampling import generate
+from vmddpm_deploy.generation import generate
 
 
 def toy_denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -32,7 +32,7 @@ def test_prefetched_noise_gives_the_same_images_and_is_drawn_off_the_loop(monkey
             threads.append(threading.current_thread().name)
         return gaussian_noise(seed, indices, stream, shape)
 
-    monkeypatch.setattr(sampling, "gaussian_noise", recording_noise)
+    monkeypatch.setattr(generation, "gaussian_noise", recording_noise)
     prefetched = run(sampler, prefetch_noise=True)
     assert torch.equal(prefetched, inline)
     noisy_steps = sum(sampler.needs_noise(k) for k in range(len(sampler.timesteps)))
@@ -42,5 +42,5 @@ def test_prefetched_noise_gives_the_same_images_and_is_drawn_off_the_loop(monkey
 
 def test_a_deterministic_sampler_starts_no_noise_thread(monkeypatch):
     sampler = make_sampler("ddim", NoiseSchedule(), 4)
-    monkeypatch.setattr(sampling, "ThreadPoolExecutor", None)  # would fail if it were used
+    monkeypatch.setattr(generation, "ThreadPoolExecutor", None)  # would fail if it were used
     assert run(sampler, prefetch_noise=True).shape == (5, 1, 4, 4)

@@ -1,4 +1,5 @@
-"""What every sampler offers, the loop that drives one, and the factory that names them.
+"""The reverse process: what every sampler offers, the loop that drives one from x_T to x_0, and
+the registry of samplers by name.
 
 A sampler is immutable: it holds the timesteps and per-step coefficients it derived from the
 schedule, nothing about a run. What a multistep method must remember between steps (DPM-Solver++
@@ -16,12 +17,17 @@ import torch
 
 from vmddpm_deploy.diffusion.ddim import DDIMSampler
 from vmddpm_deploy.diffusion.ddpm import DDPMSampler
+from vmddpm_deploy.diffusion.denoiser import Denoiser
 from vmddpm_deploy.diffusion.dpm_solver import DPMSolverPP2MSampler
 from vmddpm_deploy.diffusion.schedule import NoiseSchedule
 from vmddpm_deploy.errors import InvalidArgumentError
-from vmddpm_deploy.runtime import Denoiser
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpm-solver++")
+#: Every sampler by its CLI / config name: the one list of samplers (the CLI's choices derive from it).
+SAMPLERS: dict[str, type] = {
+    "ddpm": DDPMSampler,
+    "ddim": DDIMSampler,
+    "dpm-solver++": DPMSolverPP2MSampler,
+}
 
 
 @runtime_checkable
@@ -99,15 +105,13 @@ def make_sampler(
     noise is fixed by its posterior and DPM-Solver++ 2M is a deterministic ODE solver.
     Raises InvalidArgumentError on anything out of range.
     """
-    if name not in SAMPLER_NAMES:
-        raise InvalidArgumentError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_NAMES)}")
+    if name not in SAMPLERS:
+        raise InvalidArgumentError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or math.isnan(eta):
         raise InvalidArgumentError(f"eta must be a number, got {eta!r}")
     if name != "ddim" and eta != 0.0:
         raise InvalidArgumentError(f"eta applies to ddim only; drop it for {name}")
     options = {} if spacing is None else {"spacing": spacing}
-    if name == "ddpm":
-        return DDPMSampler(schedule, steps, **options)
     if name == "ddim":
-        return DDIMSampler(schedule, steps, eta=float(eta), **options)
-    return DPMSolverPP2MSampler(schedule, steps, **options)
+        options["eta"] = float(eta)
+    return SAMPLERS[name](schedule, steps, **options)

@@ -15,8 +15,7 @@ from contextlib import nullcontext
 
 import torch
 
-from vmddpm_deploy.diffusion import Sampler, gaussian_noise, run_sampler
-from vmddpm_deploy.runtime import Denoiser
+from vmddpm_deploy.diffusion import Denoiser, Sampler, gaussian_noise, run_sampler
 
 
 class CallTimer:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.test_sample_job import KilledAfter
+from tests.jobs.test_output_dir import KilledAfter
 from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
 from vmddpm_deploy.cli import app
 from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
@@ -20,7 +20,8 @@ from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import ArtifactError, BackendUnavailableError, OutputError
 from vmddpm_deploy.model import ModelConfig
 from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
-from vmddpm_deploy.sample_job import JobSettings, SampleJob, Shard
+from vmddpm_deploy.jobs.output_dir import SampleJob
+from vmddpm_deploy.jobs.spec import JobSettings, Shard
 
 runner = CliRunner()
 SHAPE = (1, 8, 8)
@@ -95,7 +96,7 @@ def test_ray_run_equals_the_job_array_and_the_single_process_run(tmp_path, ray_i
 
 def test_ray_resumes_a_killed_job_array_and_vice_versa(tmp_path, ray_instance, micro_ckpt):
     from vmddpm_deploy.checkpoint import load_checkpoint
-    from vmddpm_deploy.distributed import RayJob
+    from vmddpm_deploy.jobs.ray_workers import RayJob
 
     clean = tmp_path / "clean"
     for index in (0, 1):
@@ -122,15 +123,15 @@ def test_ray_resumes_a_killed_job_array_and_vice_versa(tmp_path, ray_instance, m
 
 
 def test_interrupted_ray_run_resumes_to_the_same_files(tmp_path, ray_instance, micro_ckpt, monkeypatch):
-    from vmddpm_deploy import distributed
+    from vmddpm_deploy.jobs import ray_workers
 
     def ctrl_c_after_a_batch(images):
         if images >= 3:  # steps of 2/3 image: 3 needs a finished batch; the last poll sees 5
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(distributed, "POLL_SECONDS", 0.0)  # poll all the time, not just every 0.5 s
+    monkeypatch.setattr(ray_workers, "POLL_SECONDS", 0.0)  # poll all the time, not just every 0.5 s
     out = tmp_path / "o"
-    job = distributed.RayJob(
+    job = ray_workers.RayJob(
         micro_ckpt, settings(micro_ckpt), out, backend="torch", device="cpu", batch_size=2, workers=2
     )
     with pytest.raises(KeyboardInterrupt), job:
@@ -146,7 +147,7 @@ def test_interrupted_ray_run_resumes_to_the_same_files(tmp_path, ray_instance, m
 
 def test_a_stopped_worker_keeps_a_resumable_directory(tmp_path, micro_ckpt):
     """What a worker does on the driver's stop(), step by step (in this process, no Ray)."""
-    from vmddpm_deploy.distributed import ShardWorker
+    from vmddpm_deploy.jobs.ray_workers import ShardWorker
 
     class StopAfter:
         def __init__(self, inner, calls):
@@ -164,7 +165,7 @@ def test_a_stopped_worker_keeps_a_resumable_directory(tmp_path, micro_ckpt):
         str(micro_ckpt), "auto", "cpu", str(out), settings(micro_ckpt, shard=Shard(0, 2)), False, 2, 1
     )
     assert (done, backend) == (0.0, "torch")
-    worker._denoiser = StopAfter(worker._denoiser, 3 + 1)
+    worker._job.denoiser = StopAfter(worker._job.denoiser, 3 + 1)
     assert worker.run() is None
     assert worker.completed() == pytest.approx(2.0)  # batch 1; the stop is seen at the end of batch 2's step 1
     assert json.loads((out / "progress.shard-0-of-2.json").read_text())["done"] == [0, 2]
@@ -174,7 +175,7 @@ def test_a_stopped_worker_keeps_a_resumable_directory(tmp_path, micro_ckpt):
 
 
 def test_worker_errors_arrive_as_themselves(tmp_path, ray_instance, micro_ckpt):
-    from vmddpm_deploy.distributed import RayJob
+    from vmddpm_deploy.jobs.ray_workers import RayJob
 
     run_in_process(micro_ckpt, tmp_path / "o", Shard(), resume=False)  # an unsharded run
     kwargs = {"backend": "torch", "device": "cpu", "batch_size": 2, "workers": 2}
@@ -206,7 +207,7 @@ def test_ray_bad_arguments(tmp_path, ray_instance, micro_ckpt, args, phrase):
 
 
 def test_without_ray_installed_the_error_names_the_extra(tmp_path, micro_ckpt, monkeypatch):
-    from vmddpm_deploy.distributed import RayJob
+    from vmddpm_deploy.jobs.ray_workers import RayJob
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     job = RayJob(micro_ckpt, settings(micro_ckpt), tmp_path / "o", backend="torch", device="cpu", batch_size=2)

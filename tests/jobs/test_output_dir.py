@@ -12,7 +12,8 @@ from vmddpm_deploy.checkpoint import init_checkpoint
 from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
-from vmddpm_deploy.sample_job import JobSettings, SampleJob, Shard
+from vmddpm_deploy.jobs.output_dir import SampleJob
+from vmddpm_deploy.jobs.spec import JobSettings, Shard
 
 SHAPE = (1, 8, 8)
 

@@ -1,0 +1,66 @@
+"""Sampling jobs: many images from one SRC, written to a directory that survives kills, split into
+shards for job arrays or Ray (docs/design.md section 4).
+
+:func:`run_sample_job` is what ``sample`` calls: the job is planned once (:mod:`.prepare`), then
+runs in this process or as Ray workers, with one progress callback and one summary schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vmddpm_deploy.errors import InvalidArgumentError
+from vmddpm_deploy.jobs.prepare import JobPlan, plan_job, prepare_job
+from vmddpm_deploy.jobs.spec import JobSettings, Shard
+
+__all__ = ["JobPlan", "JobSettings", "Shard", "plan_job", "prepare_job", "run_sample_job"]
+
+
+def run_sample_job(
+    plan: JobPlan,
+    out: Path,
+    *,
+    backend: str,
+    device: str,
+    batch_size: int | None,
+    resume: bool,
+    ray: str | None = None,
+    workers: int | None = None,
+    on_progress: Callable[[float, int], None] | None = None,
+) -> dict[str, Any]:
+    """Make every image of ``plan`` that ``out`` lacks; returns the run's summary.
+
+    ``ray`` None samples here; else it is the Ray address (``local``, ``auto``, ``HOST:PORT``) and
+    ``workers`` Ray workers make the shards. ``on_progress(images_done, images_total)`` follows
+    the run (fractional while a batch is being denoised).
+    """
+    report = on_progress or (lambda done, total: None)
+    if ray is None:
+        if workers is not None:
+            raise InvalidArgumentError("--workers applies to --ray only")
+        job = prepare_job(plan, out, backend=backend, device=device, batch_size=batch_size, resume=resume)
+        total = len(plan.settings.shard.indices(plan.settings.n))
+        done = float(total - len(job.output.todo))
+        report(done, total)
+
+        def on_step(images: float) -> None:
+            nonlocal done
+            done += images
+            report(done, total)
+
+        summary = job.run(on_step)
+    else:
+        from vmddpm_deploy.jobs.ray_workers import RayJob
+
+        total = plan.settings.n
+        ray_job = RayJob(
+            plan.source.path, plan.settings, out, backend=backend, device=device, batch_size=batch_size,
+            resume=resume, address=ray, workers=workers,
+        )
+        with ray_job:
+            report(ray_job.already_done, total)
+            summary = ray_job.run(on_progress=lambda done: report(done, total))
+    s = plan.settings
+    return summary | {"out": str(out), "sampler": s.sampler, "steps": s.steps}

@@ -1,0 +1,94 @@
+"""Building a sampling job, once: SRC -> backend -> sampler -> image shape -> denoiser -> batch size.
+
+:func:`plan_job` is what a driver does before anything runs or is written (open and verify SRC,
+check the sampler settings); :func:`prepare_job` is what the process that samples does (load the
+denoiser, resolve the batch size, open the shard's output directory). ``sample`` runs both in
+one process; under Ray the driver plans and each worker prepares its own shard.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from vmddpm_deploy.diffusion import Denoiser, Sampler, make_sampler
+from vmddpm_deploy.errors import ArtifactError
+from vmddpm_deploy.jobs.output_dir import SampleJob
+from vmddpm_deploy.jobs.spec import JobSettings, Shard
+from vmddpm_deploy.runtime.batching import resolve_batch_size
+from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, open_source, resolve_backend
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A verified SRC and the settings of the images it will make (nothing loaded or written yet)."""
+
+    source: DenoiserSource
+    settings: JobSettings
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        config = self.source.config
+        return (config.in_channels, config.image_size, config.image_size)
+
+    def make_sampler(self) -> Sampler:
+        s = self.settings
+        return make_sampler(s.sampler, self.source.schedule, s.steps, eta=s.eta)
+
+
+def plan_job(
+    source: str | os.PathLike, *, n: int, sampler: str, steps: int, eta: float, seed: int, image_format: str,
+    shard: Shard = Shard(),
+) -> JobPlan:
+    """Open ``source`` (checksums verified) and check the sampler settings: every error a job can
+    find without loading the model arrives here, before any file is written."""
+    opened = open_source(source)
+    settings = JobSettings(opened.sha256, n, sampler, steps, eta, seed, image_format, shard)
+    plan = JobPlan(opened, settings)
+    plan.make_sampler()  # InvalidArgumentError on steps / eta the schedule cannot take
+    return plan
+
+
+@dataclass
+class PreparedJob:
+    """One shard, ready to sample: its denoiser, sampler, batch size and output directory."""
+
+    plan: JobPlan
+    backend: str
+    device: str
+    denoiser: Denoiser
+    sampler: Sampler
+    batch_size: int
+    output: SampleJob
+
+    def run(self, on_step: Callable[[float], None] | None = None) -> dict[str, Any]:
+        """Sample every image the shard lacks; the shard's summary (see :func:`job_summary`)."""
+        summary = self.output.run(
+            self.denoiser, self.sampler, self.plan.image_shape, self.batch_size, self.device, on_step
+        )
+        return summary | {"backend": self.backend}
+
+
+def prepare_job(
+    plan: JobPlan, out: Path, *, backend: str, device: str, batch_size: int | None, resume: bool,
+) -> PreparedJob:
+    """Load ``plan``'s denoiser on ``backend`` (``auto`` resolved here, where it runs) and open the
+    output directory of ``plan.settings.shard``.
+
+    ``batch_size`` None takes the backend's largest; a size the backend refuses fails before the
+    output directory is touched. A Ray worker builds its plan from the SRC it opened on its own
+    node and the driver's settings, so the sha256 check below catches a node that sees another file.
+    """
+    source = plan.source
+    if source.sha256 != plan.settings.source_sha256:
+        raise ArtifactError(
+            f"{source.path} on node {os.uname().nodename} is not the driver's (sha256 {source.sha256[:12]}..., "
+            f"driver {plan.settings.source_sha256[:12]}...); every node must see the same SRC"
+        )
+    backend = resolve_backend(backend, source)
+    denoiser = load_denoiser(source, backend, device)
+    batch_size = resolve_batch_size(denoiser, batch_size, plan.settings.n)
+    output = SampleJob(Path(out), plan.settings, resume)
+    return PreparedJob(plan, backend, device, denoiser, plan.make_sampler(), batch_size, output)

@@ -1,0 +1,71 @@
+"""What a sampling job is, as plain data: its shard, the settings that determine its images, and
+the summary it reports (one schema for a shard, a whole job and a Ray run)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vmddpm_deploy.errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match:
+            raise InvalidArgumentError(f"--shard must look like I/N (e.g. 0/4), got {text!r}")
+        index, count = int(match[1]), int(match[2])
+        if count < 1 or not 0 <= index < count:
+            raise InvalidArgumentError(f"--shard {text}: need 0 <= I < N")
+        return cls(index, count)
+
+    def indices(self, n: int) -> range:
+        return range(self.index, n, self.count)
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.count == 1 else f".shard-{self.index}-of-{self.count}"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Everything that determines the images; ``--resume`` refuses if any of it changed."""
+
+    source_sha256: str
+    n: int
+    sampler: str
+    steps: int
+    eta: float
+    seed: int
+    image_format: str
+    shard: Shard
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["shard"] = f"{self.shard.index}/{self.shard.count}"
+        return data
+
+
+def job_summary(
+    *, images: int, already_done: int, seconds: float, denoiser_calls: int, ms_per_denoiser_call: float,
+    batch_size: int, **extra: Any,
+) -> dict[str, Any]:
+    """The summary a run reports (``samples.json``, ``--quiet``'s JSON line); ``extra``: e.g. workers."""
+    return {
+        "images": images,
+        "already_done": already_done,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(images / seconds, 3) if seconds > 0 else None,
+        "denoiser_calls": denoiser_calls,
+        "ms_per_denoiser_call": round(ms_per_denoiser_call, 3),
+        "batch_size": batch_size,
+        **extra,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
