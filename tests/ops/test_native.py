@@ -35,7 +35,7 @@ TOLERANCES = {
 }
 IO_DTYPES = list(TOLERANCES)
 
-# ABI status codes (include/vmddpm/ops.h).
+# ABI status codes (plugins/ops/include/vmddpm/ops.h).
 INVALID_ARGUMENT = 1
 UNSUPPORTED = 2
 
@@ -400,8 +400,8 @@ def test_abi_rejects_unknown_or_unavailable_cpu_isa():
 def test_abi_header_is_plain_c():
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        pytest.skip("no C compiler on PATH to check include/vmddpm/ops.h with")
-    header = REPO_ROOT / "plugins" / "include" / "vmddpm" / "ops.h"
+        pytest.skip("no C compiler on PATH to check plugins/ops/include/vmddpm/ops.h with")
+    header = REPO_ROOT / "plugins" / "ops" / "include" / "vmddpm" / "ops.h"
     result = subprocess.run(
         [
             compiler,
@@ -423,7 +423,7 @@ def test_abi_header_is_plain_c():
 def test_ctypes_signatures_cover_every_exported_function():
     # Every ABI function the header declares must have argument types in the binding, so no
     # call goes through ctypes' unchecked default conversions.
-    header = (REPO_ROOT / "plugins" / "include" / "vmddpm" / "ops.h").read_text()
+    header = (REPO_ROOT / "plugins" / "ops" / "include" / "vmddpm" / "ops.h").read_text()
     declared = set(re.findall(r"^VMDDPM_API [^;(]*?\b(vmddpm_\w+)\(", header, re.MULTILINE))
     assert declared == set(native._SIGNATURES)
     assert all(isinstance(getattr(native.library(), name), ctypes._CFuncPtr) for name in declared)

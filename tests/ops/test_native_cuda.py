@@ -19,7 +19,7 @@ from vmddpm_deploy.ops.scan_orders import NUM_ROUTES, SCAN_ORDERS
 
 from .test_native import GRIDS, IO_DTYPES, TOLERANCES, scan_inputs
 
-PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+OPS_SOURCES = Path(__file__).resolve().parents[2] / "plugins" / "ops"
 
 needs_gpu = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs an NVIDIA GPU; none on this machine"
@@ -130,7 +130,7 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
     if nvcc is None:
         pytest.skip("nvcc is not on PATH; the CUDA kernels cannot be compile-checked here")
     arch = os.environ.get("VMDDPM_TEST_CUDA_ARCH", "80")
-    sources = sorted((PLUGINS / "cuda").glob("*.cu"))
+    sources = sorted((OPS_SOURCES / "cuda").glob("*.cu"))
     assert sources, "no CUDA sources found"
 
     def compile_one(source: Path) -> subprocess.CompletedProcess:
@@ -142,7 +142,7 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
                 "-Werror",
                 "all-warnings",
                 "-I",
-                str(PLUGINS / "include"),
+                str(OPS_SOURCES / "include"),
                 "-c",
                 str(source),
                 "-o",

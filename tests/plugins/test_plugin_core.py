@@ -195,6 +195,15 @@ def test_scan_table_equals_python_scan_table(core, order, height, width):
     assert torch.equal(core.scan_table(order, height, width), scan_table(order, height, width))
 
 
+def test_scan_orders_are_the_python_registry(core):
+    # The test above covers every Python order; this one, that the C++ twin knows no order more.
+    with pytest.raises(CoreError, match="choose one of ") as error:
+        core.scan_table("no-such-order", 3, 3)
+    accepted = str(error.value).split("choose one of ", 1)[1].split(", ")
+    assert sorted(accepted) == sorted(SCAN_ORDERS)
+    assert sorted(ORDER_CODES) == sorted(SCAN_ORDERS)
+
+
 @pytest.mark.parametrize(
     "order,height,width,message",
     [("diagonal", 4, 4, "unknown scan order 'diagonal'; choose one of cross, regen"), ("cross", 0, 4, "at least 1x1"), ("regen", 65536, 65536, "2^31-1")],

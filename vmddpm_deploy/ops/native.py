@@ -1,4 +1,4 @@
-"""ctypes binding of the native kernels: ``libvmddpm_ops`` behind ``plugins/include/vmddpm/ops.h``.
+"""ctypes binding of the native kernels: ``libvmddpm_ops`` behind ``plugins/ops/include/vmddpm/ops.h``.
 
 The functions here have the signatures of :mod:`vmddpm_deploy.ops.reference` and run the
 op contract on CPU tensors (C++/OpenMP kernels) and, when the library was compiled with CUDA,

@@ -1,6 +1,6 @@
 // A Denoiser that returns eps recorded from the Python sampler, call by call.
 //
-// Recording format (little-endian; written by tests/host/recording.py):
+// Recording format (little-endian; written by write_recording in tests/host/artifacts.py):
 //   8 bytes   magic "VMDEPS01"
 //   4 x u32   channels, height, width, number of calls
 //   per call: u32 batch; batch x i64 t; batch*C*H*W x f32 x (the input the sampler passed);

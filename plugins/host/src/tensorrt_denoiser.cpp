@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "NvInferRuntime.h"
-#include "../../cpu/half_convert.h"
+#include "../../ops/cpu/half_convert.h"
 #include "host_error.h"
 
 namespace vmddpm::host {

@@ -41,7 +41,7 @@ void check_input_shapes(OpKind op, const Attributes& attributes, const std::vect
 // check_input_shapes, then evaluate_shape_rule.
 Shape output_shape(OpKind op, const Attributes& attributes, const std::vector<Shape>& inputs);
 
-// io types; the first three carry their vmddpm_dtype codes (include/vmddpm/ops.h).
+// io types; the first three carry their vmddpm_dtype codes (plugins/ops/include/vmddpm/ops.h).
 enum class TensorType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kOther = 3 };
 
 // What each tensor of an op may be: the op's io type T (fp32, fp16 or bf16, the same for all

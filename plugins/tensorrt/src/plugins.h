@@ -1,9 +1,9 @@
 // The three TensorRT plugins as IPluginV3 (IPluginV3OneCore, IPluginV3OneBuild,
 // IPluginV3OneRuntime). They are thin: attributes, shape rules, type table, serialized fields
 // and workspace layout come from plugin_core (TensorRT-free, unit-tested), the math from the
-// CUDA kernels behind include/vmddpm/ops.h. What is left here is TensorRT's calling convention:
-// no exception crosses a noexcept method (failures are logged and returned as non-zero), and
-// enqueue neither allocates nor synchronises.
+// CUDA kernels behind plugins/ops/include/vmddpm/ops.h. What is left here is TensorRT's calling
+// convention: no exception crosses a noexcept method (failures are logged and returned as
+// non-zero), and enqueue neither allocates nor synchronises.
 #pragma once
 
 #include <cstdint>

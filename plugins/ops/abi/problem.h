@@ -1,6 +1,6 @@
 // The arguments of one op call, gathered once the C entry point has validated them. Plain
 // structs without member functions: the CPU kernels are compiled once per instruction set and
-// must share no inline code with each other (see cpu/selective_scan_kernel.inc).
+// must share no inline code with each other (see cpu/selective_scan_kernel.h).
 #pragma once
 
 #include <cstdint>
