@@ -16,6 +16,11 @@ MODEL = "Model"
 OPT = "Optimisation"
 
 
+def _optimisation(help_text: str, *names: str):
+    """An option of the help's Optimisation panel (names: as typer.Option's, default from the parameter)."""
+    return typer.Option(*names, help=help_text, rich_help_panel=OPT)
+
+
 @app.command()
 @reports_errors
 def train(
@@ -46,30 +51,14 @@ def train(
         Optional[Path],
         typer.Option("--config", help="JSON of ModelConfig fields applied over the preset.", rich_help_panel=MODEL),
     ] = None,
-    batch_size: Annotated[
-        Optional[int], typer.Option(help="Images per step (default 16).", rich_help_panel=OPT)
-    ] = None,
-    lr: Annotated[
-        Optional[float], typer.Option(help="AdamW learning rate (default 2e-4).", rich_help_panel=OPT)
-    ] = None,
-    weight_decay: Annotated[
-        Optional[float], typer.Option(help="AdamW weight decay (default 0).", rich_help_panel=OPT)
-    ] = None,
-    warmup_steps: Annotated[
-        Optional[int], typer.Option(help="Linear learning-rate warm-up (default 500).", rich_help_panel=OPT)
-    ] = None,
-    ema: Annotated[
-        Optional[float], typer.Option(help="EMA decay of the weights (default 0.999).", rich_help_panel=OPT)
-    ] = None,
-    grad_clip: Annotated[
-        Optional[float], typer.Option(help="Max gradient norm, 0 for none (default 1).", rich_help_panel=OPT)
-    ] = None,
-    amp: Annotated[
-        Optional[bool], typer.Option("--amp/--no-amp", help="bfloat16 autocast (default off).", rich_help_panel=OPT)
-    ] = None,
-    seed: Annotated[
-        Optional[int], typer.Option(help="Seed of init, data order and noise (default 0).", rich_help_panel=OPT)
-    ] = None,
+    batch_size: Annotated[Optional[int], _optimisation("Images per step (default 16).")] = None,
+    lr: Annotated[Optional[float], _optimisation("AdamW learning rate (default 2e-4).")] = None,
+    weight_decay: Annotated[Optional[float], _optimisation("AdamW weight decay (default 0).")] = None,
+    warmup_steps: Annotated[Optional[int], _optimisation("Linear learning-rate warm-up (default 500).")] = None,
+    ema: Annotated[Optional[float], _optimisation("EMA decay of the weights (default 0.999).")] = None,
+    grad_clip: Annotated[Optional[float], _optimisation("Max gradient norm, 0 for none (default 1).")] = None,
+    amp: Annotated[Optional[bool], _optimisation("bfloat16 autocast (default off).", "--amp/--no-amp")] = None,
+    seed: Annotated[Optional[int], _optimisation("Seed of init, data order and noise (default 0).")] = None,
     checkpoint_every: Annotated[
         Optional[int], typer.Option(help="Steps between checkpoints (default 1000; with --resume, the run's).")
     ] = None,
