@@ -32,7 +32,7 @@ from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
 from vmddpm_deploy.diffusion import NoiseSchedule
 from vmddpm_deploy.export import export_checkpoint
 from vmddpm_deploy.model import preset
-from vmddpm_deploy.ops import dispatch, native
+from vmddpm_deploy.ops import dispatch, native_library
 from vmddpm_deploy.runtime.source import load_denoiser, open_source
 
 FP32_ATOL = 1e-4  # the export's fp32 parity bound at eps scale ~1 (runtime/parity.py)
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep the checkpoints and exports here (default: a temp dir)")
     args = parser.parse_args()
 
-    native.library()  # fail now, with the reason, if the native kernels are not built
+    native_library.library()  # fail now, with the reason, if the native kernels are not built
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     machine = {
         "cpu": platform.processor() or platform.machine(),
@@ -99,7 +99,7 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),  # a shared machine: load above the core count inflates rows
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "native_cpu_isa": native.describe()["cpu_isa"],
+        "native_cpu_isa": native_library.describe()["cpu_isa"],
     }
     print(f"{machine['cores']} cores, {machine['torch_threads']} torch threads, "
           f"load average {machine['load_average_at_start'][0]:.2f} at start")

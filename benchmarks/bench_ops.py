@@ -27,7 +27,7 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper
 
-from vmddpm_deploy.ops import native
+from vmddpm_deploy.ops import native, native_library
 from vmddpm_deploy.ops.reference import selective_scan_bwd_ref, selective_scan_ref
 
 ROUTES = 4
@@ -174,7 +174,7 @@ def cpu_rows(case, iters, reference_iters):
     check("native cpu", native.selective_scan(*inputs), expected, 1e-5, 1e-5)
     rows.append(
         (
-            f"native cpu ({native.describe()['cpu_isa']})",
+            f"native cpu ({native_library.describe()['cpu_isa']})",
             median_ms(lambda: native.selective_scan(*inputs), iters),
         )
     )
@@ -319,7 +319,7 @@ def main():
     cpu_cases = args.cases or CPU_CASES
     backward_cases = args.cases or BACKWARD_CASES
 
-    native.library()  # fail now, with the reason, if the native kernels are not built
+    native_library.library()  # fail now, with the reason, if the native kernels are not built
     results = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -329,7 +329,7 @@ def main():
             "load_average_at_start": os.getloadavg(),
             "torch": torch.__version__,
             "onnxruntime": ort.__version__,
-            "native": native.describe(),
+            "native": native_library.describe(),
         },
         "cpu_fp32": [],
         "cpu_fp32_backward": [],
@@ -353,7 +353,7 @@ def main():
             rows = backward_rows(case, args.iters, args.backward_reference_iters)
             results["cpu_fp32_backward"] += report_case(case, rows, dict(rows)["native fwd + native bwd"], 40)
 
-    if torch.cuda.is_available() and native.cuda_available():
+    if torch.cuda.is_available() and native_library.cuda_available():
         print(f"\nCUDA ({torch.cuda.get_device_name()}), fp16 io, case {CUDA_CASE}")
         print(f"{'implementation':<32}{'ms':>10}{'GB/s':>10}")
         for name, ms, bandwidth in cuda_rows(args.iters):

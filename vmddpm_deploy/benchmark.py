@@ -22,7 +22,7 @@ import torch
 
 from vmddpm_deploy.diffusion import Denoiser, Sampler
 from vmddpm_deploy.errors import InvalidArgumentError
-from vmddpm_deploy.ops import dispatch, native
+from vmddpm_deploy.ops import dispatch
 from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, source_checkpoint, tensorrt_runs_here
 
 
@@ -36,8 +36,8 @@ def _skip_term_only(u, delta, A, B, C, D, delta_bias, delta_softplus=True):
 SCAN_FREE = SimpleNamespace(
     name="scan-free",
     selective_scan=_skip_term_only,
-    cross_scan=native.cross_scan if native.available() else dispatch.REFERENCE.cross_scan,
-    cross_merge=native.cross_merge if native.available() else dispatch.REFERENCE.cross_merge,
+    cross_scan=dispatch.kernels_when_built().cross_scan,
+    cross_merge=dispatch.kernels_when_built().cross_merge,
 )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vmddpm_deploy.ops import native
+from vmddpm_deploy.ops import native_library
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -33,7 +33,7 @@ def run_to_json(name: str, tmp_path: Path, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
-needs_native = pytest.mark.skipif(not native.available(), reason="the native library is not built")
+needs_native = pytest.mark.skipif(not native_library.available(), reason="the native library is not built")
 
 
 @needs_native

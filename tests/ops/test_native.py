@@ -20,7 +20,7 @@ import torch
 
 import vmddpm_deploy.ops as ops
 from vmddpm_deploy.errors import ConfigError, NativeOpsError
-from vmddpm_deploy.ops import dispatch, native
+from vmddpm_deploy.ops import dispatch, native, native_library
 from vmddpm_deploy.ops.reference import cross_merge_ref, cross_scan_ref, selective_scan_ref
 from vmddpm_deploy.ops.scan_orders import NUM_ROUTES, SCAN_ORDERS, scan_table
 
@@ -45,9 +45,9 @@ def _fresh_native_state(monkeypatch):
     """Each test sees the library as the environment describes it, with the default CPU ISA."""
     for variable in ("VMDDPM_OPS", "VMDDPM_OPS_LIB", "VMDDPM_CPU_ISA"):
         monkeypatch.delenv(variable, raising=False)
-    native.reset()
+    native_library.reset()
     yield
-    native.reset()
+    native_library.reset()
 
 
 def scan_inputs(batch, channels, state, length, dtype, delta_softplus, seed=0):
@@ -91,12 +91,12 @@ def test_selective_scan_matches_reference(batch, channels, state, length, delta_
 
 
 def cpu_isas_this_machine_runs():
-    built = native.describe()["cpu_isas_built"]
+    built = native_library.describe()["cpu_isas_built"]
     runnable = []
     for isa in built:
-        if native.library().vmddpm_select_cpu_isa(isa.encode()) == 0:
+        if native_library.library().vmddpm_select_cpu_isa(isa.encode()) == 0:
             runnable.append(isa)
-    native.library().vmddpm_select_cpu_isa(b"auto")
+    native_library.library().vmddpm_select_cpu_isa(b"auto")
     return runnable
 
 
@@ -110,11 +110,11 @@ def test_every_cpu_instruction_set_matches_reference(state):
     assert "baseline" in isas
     try:
         for isa in isas:
-            native.select_cpu_isa(isa)
-            assert native.library().vmddpm_cpu_isa().decode() == isa
+            native_library.select_cpu_isa(isa)
+            assert native_library.library().vmddpm_cpu_isa().decode() == isa
             assert_matches_reference(native.selective_scan(*inputs), expected)
     finally:
-        native.select_cpu_isa("auto")
+        native_library.select_cpu_isa("auto")
 
 
 @pytest.mark.parametrize("dtype", IO_DTYPES, ids=str)
@@ -235,9 +235,9 @@ def test_vmddpm_ops_forces_an_implementation(monkeypatch):
 
 def test_missing_library_falls_back_unless_native_is_forced(monkeypatch, tmp_path):
     monkeypatch.setenv("VMDDPM_OPS_LIB", str(tmp_path / "libvmddpm_ops.so"))
-    native.reset()
-    assert not native.available()
-    assert native.describe()["loaded"] is False
+    native_library.reset()
+    assert not native_library.available()
+    assert native_library.describe()["loaded"] is False
     assert dispatch.kernels_for(torch.zeros(1)) is dispatch.REFERENCE
     monkeypatch.setenv("VMDDPM_OPS", "native")
     with pytest.raises(NativeOpsError, match="not built"):
@@ -248,16 +248,16 @@ def test_broken_library_is_reported(monkeypatch, tmp_path):
     broken = tmp_path / "libvmddpm_ops.so"
     broken.write_bytes(b"not an ELF file")
     monkeypatch.setenv("VMDDPM_OPS_LIB", str(broken))
-    native.reset()
+    native_library.reset()
     with pytest.raises(NativeOpsError, match="could not be loaded"):
-        native.library()
+        native_library.library()
 
 
 def test_unknown_cpu_isa_in_environment_is_reported(monkeypatch):
     monkeypatch.setenv("VMDDPM_CPU_ISA", "sse9")
-    native.reset()
+    native_library.reset()
     with pytest.raises(NativeOpsError, match="VMDDPM_CPU_ISA=sse9"):
-        native.library()
+        native_library.library()
 
 
 def test_torch_custom_ops_run_native_kernels(monkeypatch):
@@ -273,9 +273,9 @@ def test_torch_custom_ops_run_native_kernels(monkeypatch):
 
 
 def test_describe_reports_the_loaded_build():
-    report = native.describe()
+    report = native_library.describe()
     assert report["loaded"] is True
-    assert report["abi_version"] == native.ABI_VERSION
+    assert report["abi_version"] == native_library.ABI_VERSION
     assert Path(report["library"]).is_file()
     assert report["cpu_isa"] in report["cpu_isas_built"]
     assert "cpu" in report["devices"]
@@ -296,13 +296,13 @@ class ScanCall:
         self.softplus = 1
 
     def __call__(self):
-        return native.library().vmddpm_selective_scan_cpu(
+        return native_library.library().vmddpm_selective_scan_cpu(
             *self.pointers, *self.sizes, self.dtype, self.softplus
         )
 
 
 def last_error() -> str:
-    return native.library().vmddpm_last_error().decode()
+    return native_library.library().vmddpm_last_error().decode()
 
 
 def test_valid_abi_call_succeeds_and_clears_the_error():
@@ -367,7 +367,7 @@ def test_abi_rejects_inconsistent_scan_arguments():
 
 @pytest.mark.parametrize("function", ["vmddpm_cross_scan_cpu", "vmddpm_cross_merge_cpu"])
 def test_abi_rejects_bad_cross_arguments(function):
-    lib = native.library()
+    lib = native_library.library()
     entry = getattr(lib, function)
     table = scan_table("cross", 3, 5)
     data = torch.zeros(2 * NUM_ROUTES * 4 * 15)
@@ -391,7 +391,7 @@ def test_abi_rejects_bad_cross_arguments(function):
 
 
 def test_abi_rejects_unknown_or_unavailable_cpu_isa():
-    lib = native.library()
+    lib = native_library.library()
     assert lib.vmddpm_select_cpu_isa(b"sse9") == UNSUPPORTED
     assert "not compiled into this library" in last_error()
     assert lib.vmddpm_select_cpu_isa(None) == INVALID_ARGUMENT
@@ -425,5 +425,5 @@ def test_ctypes_signatures_cover_every_exported_function():
     # call goes through ctypes' unchecked default conversions.
     header = (REPO_ROOT / "plugins" / "ops" / "include" / "vmddpm" / "ops.h").read_text()
     declared = set(re.findall(r"^VMDDPM_API [^;(]*?\b(vmddpm_\w+)\(", header, re.MULTILINE))
-    assert declared == set(native._SIGNATURES)
-    assert all(isinstance(getattr(native.library(), name), ctypes._CFuncPtr) for name in declared)
+    assert declared == set(native_library._SIGNATURES)
+    assert all(isinstance(getattr(native_library.library(), name), ctypes._CFuncPtr) for name in declared)

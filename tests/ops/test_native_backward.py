@@ -3,7 +3,7 @@
 Two independent derivations of the same gradients: the C++ kernel's hand-written reverse
 recurrence (with its own exp/softplus polynomials and chunked recomputation of the states) and
 torch autograd through the step-by-step ``selective_scan_ref``, run in float64 so that the
-comparison measures the kernel's fp32 error alone. The library is found as ``native.py``
+comparison measures the kernel's fp32 error alone. The library is found as ``native_library.py``
 describes (``VMDDPM_OPS_LIB`` or the package build); these tests fail, not skip, without it.
 """
 
@@ -16,7 +16,7 @@ from tests.ops.test_native import INVALID_ARGUMENT, scan_inputs
 from vmddpm_deploy.checkpoint import build_model, init_checkpoint
 from vmddpm_deploy.diffusion import NoiseSchedule
 from vmddpm_deploy.errors import NativeOpsError
-from vmddpm_deploy.ops import dispatch, native, torch_ops
+from vmddpm_deploy.ops import dispatch, native, native_library, torch_ops
 from vmddpm_deploy.ops.reference import selective_scan_bwd_ref
 from vmddpm_deploy.ops.scan_orders import NUM_ROUTES
 from vmddpm_deploy.ops.torch_ops import selective_scan
@@ -174,11 +174,11 @@ class BackwardCall:
         self.sizes = [2, 8, NUM_ROUTES, 4, 5]  # batch, channels, routes, state, length
 
     def __call__(self):
-        return native.library().vmddpm_selective_scan_bwd_cpu(*self.pointers, *self.sizes, 1)
+        return native_library.library().vmddpm_selective_scan_bwd_cpu(*self.pointers, *self.sizes, 1)
 
 
 def last_error() -> str:
-    return native.library().vmddpm_last_error().decode()
+    return native_library.library().vmddpm_last_error().decode()
 
 
 def test_valid_abi_call_overwrites_every_gradient():

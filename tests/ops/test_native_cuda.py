@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vmddpm_deploy.ops import dispatch, native
+from vmddpm_deploy.ops import dispatch, native, native_library
 from vmddpm_deploy.ops.reference import cross_merge_ref, cross_scan_ref, selective_scan_ref
 from vmddpm_deploy.ops.scan_orders import NUM_ROUTES, SCAN_ORDERS
 
@@ -29,9 +29,9 @@ needs_gpu = pytest.mark.skipif(
 @pytest.fixture
 def cuda_kernels():
     """The native library, which must have been built with its CUDA kernels."""
-    if not native.library().vmddpm_has_cuda():
+    if not native_library.library().vmddpm_has_cuda():
         pytest.fail(
-            f"{native.describe()['library']} has no CUDA kernels although a GPU is present: "
+            f"{native_library.describe()['library']} has no CUDA kernels although a GPU is present: "
             "rebuild where nvcc is found (VMDDPM_CUDA=ON pip install -e .)"
         )
     return native
@@ -98,7 +98,7 @@ def test_auto_dispatch_runs_native_on_cuda_tensors(cuda_kernels, monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
 def test_cuda_entry_points_fail_cleanly_without_a_gpu():
-    lib = native.library()
+    lib = native_library.library()
     fake = 256  # non-null, aligned: never dereferenced because no kernel can launch
     status = lib.vmddpm_selective_scan_cuda(*[fake] * 8, 1, 4, 4, 16, 10, 0, 1, None)
     assert status != 0
@@ -112,7 +112,7 @@ def test_cuda_entry_points_fail_cleanly_without_a_gpu():
 
 
 def test_cuda_argument_checks_run_before_any_launch():
-    lib = native.library()
+    lib = native_library.library()
     if not lib.vmddpm_has_cuda():
         pytest.skip("this library was built without CUDA kernels")
     assert lib.vmddpm_selective_scan_cuda(None, *[256] * 7, 1, 4, 4, 16, 10, 0, 1, None) == 1

@@ -18,9 +18,9 @@ def doctor() -> None:
     import torch
     from rich.table import Table
 
-    from vmddpm_deploy.ops import dispatch, native
+    from vmddpm_deploy.ops import dispatch, native_library
 
-    report = native.describe()
+    report = native_library.describe()
     table = Table(title=f"vmddpm-deploy {__version__}", show_header=False)
     table.add_row("torch", f"{torch.__version__} (cuda device: {'yes' if torch.cuda.is_available() else 'no'})")
     table.add_row("VMDDPM_OPS", dispatch.requested())

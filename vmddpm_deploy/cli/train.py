@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from vmddpm_deploy.cli.app import Preset, ScanOrder, ScheduleKind, app, console, progress_bar, reports_errors
-from vmddpm_deploy.errors import ConfigError, InvalidArgumentError
+from vmddpm_deploy.errors import InvalidArgumentError
 
 DATA = "Data"
 MODEL = "Model"
 OPT = "Optimisation"
-DEFAULT_STEPS = 10000  # of a new run; --resume continues to the run's own total unless --steps is given
+
+
+def _optimisation(help_text: str, *names: str):
+    """An option of the help's Optimisation panel (names: as typer.Option's, default from the parameter)."""
+    return typer.Option(*names, help=help_text, rich_help_panel=OPT)
 
 
 @app.command()
@@ -48,30 +51,14 @@ def train(
         Optional[Path],
         typer.Option("--config", help="JSON of ModelConfig fields applied over the preset.", rich_help_panel=MODEL),
     ] = None,
-    batch_size: Annotated[
-        Optional[int], typer.Option(help="Images per step (default 16).", rich_help_panel=OPT)
-    ] = None,
-    lr: Annotated[
-        Optional[float], typer.Option(help="AdamW learning rate (default 2e-4).", rich_help_panel=OPT)
-    ] = None,
-    weight_decay: Annotated[
-        Optional[float], typer.Option(help="AdamW weight decay (default 0).", rich_help_panel=OPT)
-    ] = None,
-    warmup_steps: Annotated[
-        Optional[int], typer.Option(help="Linear learning-rate warm-up (default 500).", rich_help_panel=OPT)
-    ] = None,
-    ema: Annotated[
-        Optional[float], typer.Option(help="EMA decay of the weights (default 0.999).", rich_help_panel=OPT)
-    ] = None,
-    grad_clip: Annotated[
-        Optional[float], typer.Option(help="Max gradient norm, 0 for none (default 1).", rich_help_panel=OPT)
-    ] = None,
-    amp: Annotated[
-        Optional[bool], typer.Option("--amp/--no-amp", help="bfloat16 autocast (default off).", rich_help_panel=OPT)
-    ] = None,
-    seed: Annotated[
-        Optional[int], typer.Option(help="Seed of init, data order and noise (default 0).", rich_help_panel=OPT)
-    ] = None,
+    batch_size: Annotated[Optional[int], _optimisation("Images per step (default 16).")] = None,
+    lr: Annotated[Optional[float], _optimisation("AdamW learning rate (default 2e-4).")] = None,
+    weight_decay: Annotated[Optional[float], _optimisation("AdamW weight decay (default 0).")] = None,
+    warmup_steps: Annotated[Optional[int], _optimisation("Linear learning-rate warm-up (default 500).")] = None,
+    ema: Annotated[Optional[float], _optimisation("EMA decay of the weights (default 0.999).")] = None,
+    grad_clip: Annotated[Optional[float], _optimisation("Max gradient norm, 0 for none (default 1).")] = None,
+    amp: Annotated[Optional[bool], _optimisation("bfloat16 autocast (default off).", "--amp/--no-amp")] = None,
+    seed: Annotated[Optional[int], _optimisation("Seed of init, data order and noise (default 0).")] = None,
     checkpoint_every: Annotated[
         Optional[int], typer.Option(help="Steps between checkpoints (default 1000; with --resume, the run's).")
     ] = None,
@@ -127,117 +114,87 @@ def train(
 
     Real data: vmddpm-deploy train --data ~/data/BraTS2018/training --modality flair --preset small -o brats.pt
     """
-    from vmddpm_deploy.data import Intensity, LoadOptions, load_dataset
-    from vmddpm_deploy.diffusion import NoiseSchedule
-    from vmddpm_deploy.model import ModelConfig, preset
-    from vmddpm_deploy.training import TrainSettings, loss_log_path, saved_run
-    from vmddpm_deploy.training import train as run_training
+    from vmddpm_deploy.data import Intensity, LoadOptions
+    from vmddpm_deploy.training import TrainRequest, loss_log_path, run_request
 
-    torch_device = _resolve_device(device)
-    given: dict[str, Any] = {
-        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
-        "ema_decay": ema, "grad_clip": grad_clip, "hflip": hflip, "amp": amp, "seed": seed,
-        "steps": steps, "checkpoint_every": checkpoint_every, "sample_every": sample_every,
-    }
-    given = {key: value for key, value in given.items() if value is not None}
-    base, saved_config = saved_run(output) if resume else ({"steps": DEFAULT_STEPS}, None)
-    settings = TrainSettings(**(base | given))
-
-    config = saved_config
-    if preset_name is not None or scan_order is not None or config_file is not None or not resume:
-        fields = {"scan_order": (scan_order or ScanOrder.regen).value} | _read_config_file(config_file)
-        name = (preset_name or Preset.tiny).value
-        config = ModelConfig.from_dict(preset(name).to_dict() | fields)
-    noise_schedule = NoiseSchedule(kind=schedule.value) if schedule is not None else None
-
-    options = LoadOptions(
-        layout=layout,
-        modality=modality,
-        split=split,
-        slice_axis=slice_axis,
-        intensity=Intensity(
-            window=_parse_pair(window, "--window") if window is not None else None,
-            percentiles=_parse_pair(percentiles, "--percentiles"),
+    request = TrainRequest(
+        data=data,
+        output=output,
+        device=_resolve_device(device),
+        load_options=LoadOptions(
+            layout=layout,
+            modality=modality,
+            split=split,
+            slice_axis=slice_axis,
+            intensity=Intensity(
+                window=_parse_pair(window, "--window") if window is not None else None,
+                percentiles=_parse_pair(percentiles, "--percentiles"),
+            ),
+            fit=fit,
+            min_foreground=min_foreground,
+            skip_bad_files=skip_bad_files,
         ),
-        fit=fit,
-        min_foreground=min_foreground,
-        skip_bad_files=skip_bad_files,
+        given_settings={
+            "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
+            "ema_decay": ema, "grad_clip": grad_clip, "hflip": hflip, "amp": amp, "seed": seed,
+            "steps": steps, "checkpoint_every": checkpoint_every, "sample_every": sample_every,
+        },
+        preset=preset_name.value if preset_name is not None else None,
+        scan_order=scan_order.value if scan_order is not None else None,
+        config_file=config_file,
+        schedule=schedule.value if schedule is not None else None,
+        resume=resume,
+        force=force,
     )
+    report = run_request(request, _ProgressBars(quiet))
 
-    def load(image_size: int):
-        loading = progress_bar(quiet)
-        load_tasks: list = []
-
-        def on_file(done: int, total: int) -> None:
-            if not load_tasks:  # started at the first file read, so path errors print alone
-                loading.start()
-                load_tasks.append(loading.add_task("loading data", total=total))
-            loading.update(load_tasks[0], completed=done)
-
-        try:
-            dataset = load_dataset(data, image_size, options, on_file=on_file)
-        finally:
-            loading.stop()
-        if not quiet:
-            console.print(dataset.summary(), highlight=False)
-        loaded.append(dataset)
-        return dataset
-
-    loaded: list = []
-    stop_requested: list[bool] = []
-
-    def request_stop(signum, frame):
-        stop_requested.append(True)
-        signal.signal(signal.SIGINT, previous_handler)  # a second Ctrl-C interrupts at once
-        console.print("[yellow]stopping[/]: finishing this step and writing a checkpoint (Ctrl-C again to abort)")
-
-    training = progress_bar(quiet)
-    tasks: list = []
-    smoothed: list[float] = []
-
-    def on_step(step: int, loss: float) -> None:
-        if not tasks:  # started after the data loaded and the run's checks passed
-            training.start()
-            tasks.append(training.add_task("training", total=settings.steps, completed=step - 1))
-        smoothed.append(loss if not smoothed else 0.98 * smoothed[-1] + 0.02 * loss)
-        training.update(tasks[0], completed=step, description=f"training  loss {smoothed[-1]:.4f}")
-
-    previous_handler = signal.signal(signal.SIGINT, request_stop)
-    try:
-        result = run_training(
-            load, output, settings, config, noise_schedule, device=torch_device, resume=resume, force=force,
-            on_step=on_step, should_stop=lambda: bool(stop_requested),
-        )
-    finally:
-        training.stop()
-        signal.signal(signal.SIGINT, previous_handler)
-
-    recent = result.losses[-100:]
-    summary = {
-        "output": str(output),
-        "loss_log": str(loss_log_path(output)),
-        "steps": result.steps_done,
-        "steps_run": result.steps_run,
-        "seconds": round(result.seconds, 3),
-        "ms_per_step": round(result.ms_per_step, 2),
-        "loss_last100": sum(recent) / len(recent) if recent else None,
-        "device": str(torch_device),
-        "batch_size": settings.batch_size,
-        "images": len(loaded[0]),
-        "stopped": result.stopped,
-    }
+    result, summary = report.result, report.summary()
     if quiet:
         typer.echo(json.dumps(summary))
     else:
         typer.echo(
             f"{'stopped at' if result.stopped else 'trained to'} step {result.steps_done} ({result.steps_run} steps "
-            f"in {result.seconds:.1f} s, {result.ms_per_step:.1f} ms/step at batch {settings.batch_size} on "
-            f"{torch_device}); mean loss of the last {len(recent)} steps {summary['loss_last100'] or 0:.4f}; "
-            f"wrote {output} and {loss_log_path(output)}"
+            f"in {result.seconds:.1f} s, {result.ms_per_step:.1f} ms/step at batch {report.settings.batch_size} on "
+            f"{report.device}); mean loss of the last {len(report.recent_losses)} steps "
+            f"{summary['loss_last100'] or 0:.4f}; wrote {output} and {loss_log_path(output)}"
         )
     if result.stopped:
-        console.print(f"continue with: vmddpm-deploy train --data {data} -o {output} --resume --steps {settings.steps}")
+        console.print(
+            f"continue with: vmddpm-deploy train --data {data} -o {output} --resume --steps {report.settings.steps}"
+        )
         raise typer.Exit(130)
+
+
+class _ProgressBars:
+    """The run's progress on the console: a bar while the data load, then one while it trains."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.loading, self.training = progress_bar(quiet), progress_bar(quiet)
+        self.load_task = self.train_task = None
+
+    def file_read(self, done: int, total: int) -> None:
+        if self.load_task is None:  # started at the first file read, so path errors print alone
+            self.loading.start()
+            self.load_task = self.loading.add_task("loading data", total=total)
+        self.loading.update(self.load_task, completed=done)
+
+    def loading_ended(self, dataset) -> None:
+        self.loading.stop()
+        if dataset is not None and not self.quiet:
+            console.print(dataset.summary(), highlight=False)
+
+    def step_done(self, step: int, total: int, smoothed_loss: float) -> None:
+        if self.train_task is None:  # started after the data loaded and the run's checks passed
+            self.training.start()
+            self.train_task = self.training.add_task("training", total=total, completed=step - 1)
+        self.training.update(self.train_task, completed=step, description=f"training  loss {smoothed_loss:.4f}")
+
+    def training_ended(self) -> None:
+        self.training.stop()
+
+    def stop_requested(self) -> None:
+        console.print("[yellow]stopping[/]: finishing this step and writing a checkpoint (Ctrl-C again to abort)")
 
 
 def _resolve_device(text: str):
@@ -261,18 +218,3 @@ def _parse_pair(text: str, option: str) -> tuple[float, float]:
     except ValueError:
         raise InvalidArgumentError(f"{option} takes two numbers LOW,HIGH, got {text!r}") from None
     return low, high
-
-
-def _read_config_file(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        fields = json.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read --config {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"--config {path} is not JSON ({exc})") from None
-    if not isinstance(fields, dict):
-        raise ConfigError(f"--config {path} must hold a JSON object of ModelConfig fields")
-    return fields
-

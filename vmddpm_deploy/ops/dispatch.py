@@ -1,8 +1,10 @@
 """Which kernels run an op call: native when built for the tensor's device, else reference.
 
-``VMDDPM_OPS=reference`` or ``VMDDPM_OPS=native`` forces one implementation (forcing native
-where it is not available is an error, not a silent fallback); ``auto`` (the default) takes
-native where it can run the tensor (see :func:`vmddpm_deploy.ops.native.unsupported_reason`).
+The one place that chooses between :mod:`vmddpm_deploy.ops.native` and
+:mod:`vmddpm_deploy.ops.reference`. ``VMDDPM_OPS=reference`` or ``VMDDPM_OPS=native`` forces
+one implementation (forcing native where it is not available is an error, not a silent
+fallback); ``auto`` (the default) takes native where it can run the tensor (see
+:func:`vmddpm_deploy.ops.native_library.unsupported_reason`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from types import SimpleNamespace
 import torch
 
 from vmddpm_deploy.errors import ConfigError, NativeOpsError
-from vmddpm_deploy.ops import native
+from vmddpm_deploy.ops import native, native_library
 from vmddpm_deploy.ops.reference import (
     cross_merge_ref,
     cross_scan_ref,
@@ -72,9 +74,24 @@ def kernels_for(tensor: torch.Tensor) -> SimpleNamespace:
     choice = requested()
     if choice == "reference":
         return REFERENCE
-    reason = native.unsupported_reason(tensor)
+    reason = native_library.unsupported_reason(tensor)
     if reason is None:
         return NATIVE
     if choice == "native":
         raise NativeOpsError(f"VMDDPM_OPS=native but {reason}; unset VMDDPM_OPS to fall back")
     return REFERENCE
+
+
+def backward_kernels_for(tensor: torch.Tensor) -> SimpleNamespace:
+    """The kernel set whose ``selective_scan_bwd`` differentiates a scan on ``tensor``: native
+    where the forward runs native on the CPU; else the reference, by autograd (also on CUDA,
+    which has no native backward yet)."""
+    if kernels_for(tensor).name == "native" and tensor.device.type == "cpu":
+        return NATIVE
+    return REFERENCE
+
+
+def kernels_when_built() -> SimpleNamespace:
+    """The native kernels when the library loads, else the reference: for kernel sets that run
+    beside :func:`using` overrides (benchmarks), where the tensors are not at hand."""
+    return NATIVE if native_library.available() else REFERENCE

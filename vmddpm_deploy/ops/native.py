@@ -1,207 +1,21 @@
-"""ctypes binding of the native kernels: ``libvmddpm_ops`` behind ``plugins/ops/include/vmddpm/ops.h``.
+"""The op contract on the native kernels of ``libvmddpm_ops``, through ctypes.
 
 The functions here have the signatures of :mod:`vmddpm_deploy.ops.reference` and run the
 op contract on CPU tensors (C++/OpenMP kernels) and, when the library was compiled with CUDA,
-on CUDA tensors. The library is located and loaded on first use, once per process:
-
-1. ``VMDDPM_OPS_LIB`` (a path to the library): only that file is tried.
-2. ``vmddpm_deploy/_native/`` in each directory of the package's ``__path__``: where wheels and
-   editable installs (whose ``__path__`` also lists the CMake install tree) put it.
-3. ``build/`` at the repository root: a standalone ``cmake -S plugins -B build`` build.
-
-``VMDDPM_CPU_ISA`` (``auto``, ``avx512``, ``avx2``, ``baseline``) picks the CPU instruction set
-the selective scan runs with; by default the widest the CPU has.
+on CUDA tensors. They check their arguments and call the library
+(:mod:`vmddpm_deploy.ops.native_library`); whether an op runs here or in the reference is
+decided by :mod:`vmddpm_deploy.ops.dispatch`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import os
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-import vmddpm_deploy
 from vmddpm_deploy.errors import NativeOpsError
-from vmddpm_deploy.ops.reference import selective_scan_bwd_ref
+from vmddpm_deploy.ops.native_library import DTYPE_CODES, check_status, library, library_path
 from vmddpm_deploy.ops.scan_orders import scan_table
-
-#: The ``VMDDPM_ABI_VERSION`` this binding is written against.
-ABI_VERSION = 2
-
-#: io dtypes the kernels take, with their ``vmddpm_dtype`` codes.
-DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-
-if sys.platform == "win32":
-    LIBRARY_FILENAME = "vmddpm_ops.dll"
-elif sys.platform == "darwin":
-    LIBRARY_FILENAME = "libvmddpm_ops.dylib"
-else:
-    LIBRARY_FILENAME = "libvmddpm_ops.so"
-
-_i64 = ctypes.c_int64
-_int = ctypes.c_int
-_ptr = ctypes.c_void_p
-# Argument types of each ABI function, so ctypes converts and checks every call.
-_SIGNATURES = {
-    "vmddpm_abi_version": (_int, []),
-    "vmddpm_last_error": (ctypes.c_char_p, []),
-    "vmddpm_has_cuda": (_int, []),
-    "vmddpm_build_info": (ctypes.c_char_p, []),
-    "vmddpm_cpu_isa": (ctypes.c_char_p, []),
-    "vmddpm_select_cpu_isa": (_int, [ctypes.c_char_p]),
-    "vmddpm_selective_scan_cpu": (_int, [_ptr] * 8 + [_i64] * 5 + [_int, _int]),
-    "vmddpm_selective_scan_bwd_cpu": (_int, [_ptr] * 15 + [_i64] * 5 + [_int]),
-    "vmddpm_cross_scan_cpu": (_int, [_ptr] * 3 + [_i64] * 5 + [_int]),
-    "vmddpm_cross_merge_cpu": (_int, [_ptr] * 3 + [_i64] * 5 + [_int]),
-    "vmddpm_selective_scan_cuda": (_int, [_ptr] * 8 + [_i64] * 5 + [_int, _int, _ptr]),
-    "vmddpm_cross_scan_cuda": (_int, [_ptr] * 3 + [_i64] * 5 + [_int, _ptr]),
-    "vmddpm_cross_merge_cuda_workspace_bytes": (_i64, [_i64, _i64]),
-    "vmddpm_cross_merge_cuda": (_int, [_ptr] * 4 + [_i64] * 5 + [_int, _ptr]),
-}
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    """Outcome of the one load attempt: the library, or why there is none."""
-
-    library: ctypes.CDLL | None
-    path: Path | None
-    error: str | None
-
-
-def library_candidates() -> list[Path]:
-    """Where the library is looked for, in order (see the module docstring)."""
-    explicit = os.environ.get("VMDDPM_OPS_LIB", "").strip()
-    if explicit:
-        return [Path(explicit)]
-    package_dirs = [Path(entry) for entry in vmddpm_deploy.__path__]
-    candidates = [directory / "_native" / LIBRARY_FILENAME for directory in package_dirs]
-    candidates.append(
-        Path(vmddpm_deploy.__file__).resolve().parents[1] / "build" / LIBRARY_FILENAME
-    )
-    return candidates
-
-
-def _open(path: Path) -> ctypes.CDLL:
-    library = ctypes.CDLL(str(path))
-    missing = [name for name in _SIGNATURES if not hasattr(library, name)]
-    if missing:
-        raise NativeOpsError(f"{path} lacks {', '.join(missing)}: not a vmddpm_ops library")
-    for name, (restype, argtypes) in _SIGNATURES.items():
-        function = getattr(library, name)
-        function.restype = restype
-        function.argtypes = argtypes
-    version = library.vmddpm_abi_version()
-    if version != ABI_VERSION:
-        raise NativeOpsError(
-            f"{path} has ABI version {version}, this vmddpm_deploy needs {ABI_VERSION}; "
-            "rebuild it (pip install -e .)"
-        )
-    isa = os.environ.get("VMDDPM_CPU_ISA", "").strip()
-    if isa and library.vmddpm_select_cpu_isa(isa.encode()) != 0:
-        raise NativeOpsError(f"VMDDPM_CPU_ISA={isa}: {library.vmddpm_last_error().decode()}")
-    return library
-
-
-@functools.lru_cache(maxsize=1)
-def _load() -> _Loaded:
-    tried = []
-    for path in library_candidates():
-        if not path.is_file():
-            tried.append(str(path))
-            continue
-        try:
-            return _Loaded(_open(path), path, None)
-        except (OSError, NativeOpsError) as error:
-            return _Loaded(None, path, f"{path} could not be loaded: {error}")
-    return _Loaded(
-        None,
-        None,
-        "the native kernel library is not built (looked for "
-        + ", ".join(tried)
-        + "); build it with `pip install -e .` or set VMDDPM_OPS_LIB",
-    )
-
-
-def reset() -> None:
-    """Forget the loaded library so the next call looks again (after changing the env vars)."""
-    _load.cache_clear()
-    _device_table.cache_clear()
-
-
-def library() -> ctypes.CDLL:
-    """The loaded library with typed ABI functions; raises NativeOpsError when unavailable."""
-    loaded = _load()
-    if loaded.library is None:
-        raise NativeOpsError(loaded.error)
-    return loaded.library
-
-
-def available() -> bool:
-    """Whether the library is built and loads."""
-    return _load().library is not None
-
-
-def cuda_available() -> bool:
-    """Whether CUDA tensors can run natively: a CUDA build of the library and a visible GPU."""
-    return available() and bool(library().vmddpm_has_cuda()) and torch.cuda.is_available()
-
-
-def unsupported_reason(tensor: torch.Tensor) -> str | None:
-    """Why the native kernels cannot take ``tensor`` (``None`` when they can)."""
-    loaded = _load()
-    if loaded.library is None:
-        return loaded.error
-    if tensor.dtype not in DTYPE_CODES:
-        return f"native kernels take float32/float16/bfloat16 tensors, not {tensor.dtype}"
-    if tensor.device.type == "cpu":
-        return None
-    if tensor.device.type == "cuda":
-        if not loaded.library.vmddpm_has_cuda():
-            return f"{loaded.path} was built without CUDA kernels (no nvcc at build time)"
-        return None
-    return f"native kernels run on cpu and cuda tensors, not {tensor.device.type}"
-
-
-def select_cpu_isa(name: str) -> None:
-    """Run the CPU selective scan with ``name`` (``auto``, ``avx512``, ``avx2``, ``baseline``)."""
-    _check(library().vmddpm_select_cpu_isa(name.encode()))
-
-
-def describe() -> dict:
-    """What is built and loaded, for diagnostics (``vmddpm-deploy doctor``)."""
-    loaded = _load()
-    report: dict = {
-        "library": str(loaded.path) if loaded.path else None,
-        "loaded": loaded.library is not None,
-        "error": loaded.error,
-        "abi_version_expected": ABI_VERSION,
-    }
-    if loaded.library is None:
-        return report
-    build = dict(
-        item.split("=", 1) for item in loaded.library.vmddpm_build_info().decode().split(";")
-    )
-    report.update(
-        abi_version=loaded.library.vmddpm_abi_version(),
-        cpu_isas_built=build["cpu_isas"].split(","),
-        cpu_isa=loaded.library.vmddpm_cpu_isa().decode(),
-        openmp=build["openmp"] == "1",
-        cuda_built=build["cuda"] == "1",
-        cuda_archs=[arch for arch in build["cuda_archs"].split(",") if arch],
-        cuda_device_visible=torch.cuda.is_available(),
-        devices=["cpu", "cuda"] if cuda_available() else ["cpu"],
-    )
-    return report
-
-
-def _check(status: int) -> None:
-    if status != 0:
-        raise NativeOpsError(library().vmddpm_last_error().decode() or f"status {status}")
 
 
 def _io_dtype_code(op: str, tensors: dict[str, torch.Tensor]) -> int:
@@ -224,7 +38,7 @@ def _common_device(op: str, tensors: dict[str, torch.Tensor]) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise NativeOpsError(f"{op}: native kernels run on cpu and cuda, not {device.type}")
     if device.type == "cuda" and not library().vmddpm_has_cuda():
-        raise NativeOpsError(f"{op}: {_load().path} was built without CUDA kernels")
+        raise NativeOpsError(f"{op}: {library_path()} was built without CUDA kernels")
     return device
 
 
@@ -299,7 +113,7 @@ def selective_scan(
             status = lib.vmddpm_selective_scan_cuda(
                 *pointers, *sizes, dtype_code, int(delta_softplus), _stream(device)
             )
-    _check(status)
+    check_status(status)
     return y
 
 
@@ -318,7 +132,8 @@ def selective_scan_bwd(
 
     dy: (batch, K*D, L) -> ``(du, ddelta, dA, dB, dC, dD, ddelta_bias)``, each shaped and typed
     like the input it differentiates. The kernel works in fp32: fp16/bf16 io is widened here and
-    the gradients rounded back. CUDA tensors are refused (no native backward there yet).
+    the gradients rounded back; the shapes it does not take (no elements, or N = 0) get their
+    closed-form gradients here. CUDA tensors are refused (no native backward there yet).
     """
     op = "selective_scan_bwd"
     inputs = (u, delta, A, B, C, D, delta_bias)
@@ -328,16 +143,27 @@ def selective_scan_bwd(
         raise NativeOpsError(f"{op}: the native backward runs on cpu tensors only, not {device.type}")
     batch, channels, routes, state, length = _scan_sizes(op, *inputs)
     _expect_shape(op, "dy", dy, (batch, channels, length))
-    if u.numel() == 0 or state == 0:  # shapes the kernel does not take; trivial for the reference
-        return selective_scan_bwd_ref(*inputs, dy, delta_softplus)
+    if u.numel() == 0 or state == 0:
+        return _closed_form_scan_gradients(inputs, dy)
 
     fp32 = [t.to(torch.float32).contiguous() for t in (*inputs, dy)]
     grads = [torch.empty_like(t) for t in fp32[:7]]
     pointers = [t.data_ptr() for t in (*fp32, *grads)]
-    _check(library().vmddpm_selective_scan_bwd_cpu(
+    check_status(library().vmddpm_selective_scan_bwd_cpu(
         *pointers, batch, channels, routes, state, length, int(delta_softplus)
     ))
     return tuple(g.to(t.dtype) for g, t in zip(grads, inputs, strict=True))
+
+
+def _closed_form_scan_gradients(inputs: tuple[torch.Tensor, ...], dy: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Gradients where the recurrence is empty: no elements (nothing flows), or N = 0 (y = D u)."""
+    u, D = inputs[0], inputs[5]
+    grads = [torch.zeros_like(t) for t in inputs]
+    if u.numel() != 0:  # N = 0: du = D dy, dD = sum of dy u over batch and steps, in fp32 like the scan
+        dy32, u32 = dy.float(), u.float()
+        grads[0] = (D.float()[None, :, None] * dy32).to(u.dtype)
+        grads[5] = (dy32 * u32).sum(dim=(0, 2)).to(D.dtype)
+    return tuple(grads)
 
 
 def cross_scan(x: torch.Tensor, order: str) -> torch.Tensor:
@@ -353,21 +179,7 @@ def cross_scan(x: torch.Tensor, order: str) -> torch.Tensor:
     out = x.new_empty(batch, routes, dim, height * width)
     if out.numel() == 0:
         return out
-    x = x.contiguous()
-    sizes = (batch, dim, height, width, routes)
-    lib = library()
-    if device.type == "cpu":
-        status = lib.vmddpm_cross_scan_cpu(
-            x.data_ptr(), table.data_ptr(), out.data_ptr(), *sizes, dtype_code
-        )
-    else:
-        table = _device_table(order, height, width, device)
-        with torch.cuda.device(device):
-            status = lib.vmddpm_cross_scan_cuda(
-                x.data_ptr(), table.data_ptr(), out.data_ptr(), *sizes, dtype_code, _stream(device)
-            )
-    _check(status)
-    return out
+    return _run_route_kernel("cross_scan", x, out, order, (batch, dim, height, width, routes), dtype_code)
 
 
 def cross_merge(ys: torch.Tensor, height: int, width: int, order: str) -> torch.Tensor:
@@ -384,28 +196,32 @@ def cross_merge(ys: torch.Tensor, height: int, width: int, order: str) -> torch.
     out = ys.new_empty(batch, dim, height, width)
     if out.numel() == 0:
         return out
-    ys = ys.contiguous()
-    sizes = (batch, dim, height, width, routes)
+    return _run_route_kernel("cross_merge", ys, out, order, (batch, dim, height, width, routes), dtype_code)
+
+
+def _run_route_kernel(
+    op: str, source: torch.Tensor, out: torch.Tensor, order: str, sizes: tuple[int, ...], dtype_code: int
+) -> torch.Tensor:
+    """Run ``vmddpm_<op>_cpu`` or ``vmddpm_<op>_cuda`` (``source``'s device) from ``source`` into
+    ``out`` through ``order``'s table; ``sizes`` is ``(batch, D, H, W, K)``."""
+    _, _, height, width, routes = sizes
+    source = source.contiguous()
+    device = source.device
     lib = library()
     if device.type == "cpu":
-        status = lib.vmddpm_cross_merge_cpu(
-            ys.data_ptr(), table.data_ptr(), out.data_ptr(), *sizes, dtype_code
-        )
-    else:
-        table = _device_table(order, height, width, device)
+        table = scan_table(order, height, width)
+        kernel = getattr(lib, f"vmddpm_{op}_cpu")
+        check_status(kernel(source.data_ptr(), table.data_ptr(), out.data_ptr(), *sizes, dtype_code))
+        return out
+    table = _device_table(order, height, width, device)
+    buffers = [source.data_ptr(), table.data_ptr(), out.data_ptr()]
+    if op == "cross_merge":  # the CUDA merge needs scratch memory of a size the library says
         workspace_bytes = lib.vmddpm_cross_merge_cuda_workspace_bytes(routes, height * width)
         if workspace_bytes < 0:
             raise NativeOpsError(lib.vmddpm_last_error().decode())
         workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=device)
-        with torch.cuda.device(device):
-            status = lib.vmddpm_cross_merge_cuda(
-                ys.data_ptr(),
-                table.data_ptr(),
-                out.data_ptr(),
-                workspace.data_ptr(),
-                *sizes,
-                dtype_code,
-                _stream(device),
-            )
-    _check(status)
+        buffers.append(workspace.data_ptr())
+    with torch.cuda.device(device):
+        status = getattr(lib, f"vmddpm_{op}_cuda")(*buffers, *sizes, dtype_code, _stream(device))
+    check_status(status)
     return out

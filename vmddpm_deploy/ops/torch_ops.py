@@ -70,10 +70,11 @@ def _(u, delta, A, B, C, D, delta_bias, dy, delta_softplus):
 
 def _selective_scan_backward(ctx, grad_y):
     inputs = ctx.saved_tensors
-    if dispatch.kernels_for(inputs[0]).name == "native" and inputs[0].device.type == "cpu":
+    kernels = dispatch.backward_kernels_for(inputs[0])
+    if kernels is dispatch.NATIVE:  # through its op, so traced graphs see the backward as one node
         grads = selective_scan_bwd(*inputs, grad_y.contiguous(), ctx.delta_softplus)
-    else:  # reference kernels, or CUDA (no native backward there yet): autograd through the reference
-        grads = dispatch.REFERENCE.selective_scan_bwd(*inputs, grad_y, ctx.delta_softplus)
+    else:
+        grads = kernels.selective_scan_bwd(*inputs, grad_y, ctx.delta_softplus)
     return (*grads, None)
 
 

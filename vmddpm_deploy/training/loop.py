@@ -1,23 +1,4 @@
-"""Training a VM-DDPM denoiser: epsilon prediction, AdamW, EMA, clipping, exact resume.
-
-Objective (Ho et al. 2020, eq. 14, "L_simple"): for an image ``x_0``, ``t ~ U{0..T-1}`` and
-``eps ~ N(0, I)``, form ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps`` (eq. 4) and
-minimise ``|| eps - eps_theta(x_t, t) ||^2``, averaged over pixels and batch.
-
-Files of a run with ``-o ckpt.pt``::
-
-    ckpt.pt                 the checkpoint (vmddpm_deploy.checkpoint): config, schedule, raw and EMA weights
-    ckpt.pt.train-state     everything needed to continue: weights, EMA, AdamW state, step,
-                            per-step losses, settings, data fingerprint (torch.load(weights_only=True))
-    ckpt.pt.loss.csv        step,loss: one row per step, for a loss-curve plot
-    ckpt.samples/step_NNNNNNN.png   optional 4x4 grid of EMA samples (16-bit PNG), every K steps
-
-All three are rewritten atomically at every checkpoint, the train state first: a crash at any
-moment leaves a train state that ``--resume`` continues exactly. Every random draw of step ``k``
-(images, flips, timesteps, noise, dropout masks) is a function of ``(seed, k)``
-(:mod:`vmddpm_deploy.data.batches`), so a resumed run reproduces the loss curve of an
-uninterrupted one.
-"""
+"""The training loop: one optimiser step at a time, checkpoints, sample grids, exact resume."""
 
 from __future__ import annotations
 
@@ -43,70 +24,19 @@ from vmddpm_deploy.errors import CheckpointError, ConfigError, DataError, Invali
 from vmddpm_deploy.model import VMDDPM, ModelConfig
 from vmddpm_deploy.outputs import to_uint16, write_png16
 from vmddpm_deploy.generation import generate
+from vmddpm_deploy.training.run_files import (
+    TRAIN_STATE_FORMAT,
+    check_new_output,
+    load_train_state,
+    loss_log_path,
+    samples_dir,
+    train_state_path,
+)
+from vmddpm_deploy.training.settings import TrainSettings, resume_changes
 
-TRAIN_STATE_FORMAT = "vmddpm-deploy-train-state/1"
 _DROPOUT_STREAM = 2
 SAMPLE_GRID = 4  # the sample grid is SAMPLE_GRID x SAMPLE_GRID EMA samples
 SAMPLE_STEPS = 50  # DDIM steps for the grid
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Hyperparameters; all but ``steps``, ``checkpoint_every`` and ``sample_every`` must match
-    when a run is resumed (they shape the loss curve)."""
-
-    steps: int
-    batch_size: int = 16
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 500  # linear learning-rate warm-up from 0
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    hflip: bool = True
-    amp: bool = False  # bfloat16 autocast for the forward pass
-    seed: int = 0
-    checkpoint_every: int = 1000
-    sample_every: int = 0  # 0: no sample grids
-
-    def __post_init__(self) -> None:
-        checks = {
-            "--steps must be at least 1": self.steps >= 1,
-            "--batch-size must be at least 1": self.batch_size >= 1,
-            "--lr must be positive": self.lr > 0 and math.isfinite(self.lr),
-            "--weight-decay must be >= 0": self.weight_decay >= 0,
-            "--warmup-steps must be >= 0": self.warmup_steps >= 0,
-            "--ema must be in [0, 1)": 0.0 <= self.ema_decay < 1.0,
-            "--grad-clip must be >= 0": self.grad_clip >= 0,
-            "--seed must be in [0, 2^63)": 0 <= self.seed < 2**63,
-            "--checkpoint-every must be at least 1": self.checkpoint_every >= 1,
-            "--sample-every must be >= 0": self.sample_every >= 0,
-        }
-        problems = [message for message, ok in checks.items() if not ok]
-        if problems:
-            raise InvalidArgumentError("; ".join(problems))
-
-    def lr_at(self, step: int) -> float:
-        return self.lr * min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else self.lr
-
-    def ema_decay_at(self, step: int) -> float:
-        # diffusers' EMAModel warm-up: early weights are averaged over few steps, not 1/(1-decay).
-        return min(self.ema_decay, (1 + step) / (10 + step))
-
-
-RESUME_FREE = ("steps", "checkpoint_every", "sample_every")
-_OPTION_NAMES = {"ema_decay": "--ema", "hflip": "--hflip/--no-hflip", "amp": "--amp/--no-amp"}
-
-
-def train_state_path(output: Path) -> Path:
-    return output.with_name(output.name + ".train-state")
-
-
-def loss_log_path(output: Path) -> Path:
-    return output.with_name(output.name + ".loss.csv")
-
-
-def samples_dir(output: Path) -> Path:
-    return output.with_name(output.stem + ".samples")
 
 
 @dataclass(frozen=True)
@@ -148,7 +78,7 @@ def train(
     device = torch.device(device)
     if settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise InvalidArgumentError("--amp uses bfloat16, which this GPU does not support; drop --amp")
-    state = _load_state(output) if resume else None
+    state = load_train_state(output) if resume else None
     if state is None:
         if config is None:
             raise InvalidArgumentError("a new training run needs a model config (--preset or --config)")
@@ -312,40 +242,6 @@ class _Run:
         write_png16(path, to_uint16(grid))
 
 
-def saved_run(output: Path) -> tuple[dict[str, Any], ModelConfig]:
-    """The settings and model config in ``output``'s train state, so ``--resume`` need not repeat them."""
-    path = train_state_path(Path(output))
-    state = _load_state(Path(output))
-    try:
-        return dict(state["settings"]), ModelConfig.from_dict(state["config"])
-    except (ConfigError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-
-
-def check_new_output(output: Path, force: bool) -> None:
-    """OutputError unless ``output`` can start a new run (free, or ``force`` to replace a run)."""
-    if output.is_dir():
-        raise OutputError(f"{output} is a directory; give a file name such as {output / 'ckpt.pt'}")
-    existing = [p for p in (output, train_state_path(output)) if p.exists()]
-    if existing and not force:
-        raise OutputError(f"{existing[0]} already exists; pass --resume to continue that run or --force to start over")
-
-
-def _load_state(output: Path) -> dict[str, Any]:
-    path = train_state_path(output)
-    if not path.exists():
-        raise CheckpointError(
-            f"cannot resume: {path} not found (it is written beside {output.name} at every checkpoint)"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  arbitrary bytes make torch.load raise almost any type
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is not a readable train state ({first[:160]})") from None
-    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
-        raise CheckpointError(f"{path} is not a {TRAIN_STATE_FORMAT} train state")
-    return state
-
 
 def _check_same_run(
     state: dict[str, Any], config: ModelConfig | None, schedule: NoiseSchedule | None, settings: TrainSettings,
@@ -361,24 +257,7 @@ def _check_same_run(
         raise InvalidArgumentError(f"--resume: the model config differs from the run's ({', '.join(changed)})")
     if schedule is not None and schedule != saved_schedule:
         raise InvalidArgumentError("--resume: the noise schedule differs from the run's")
-    saved = state["settings"]
-    changed = [
-        f"{_OPTION_NAMES.get(name, '--' + name.replace('_', '-'))} {saved.get(name)} -> {getattr(settings, name)}"
-        for name in (f.name for f in fields(TrainSettings))
-        if name not in RESUME_FREE and saved.get(name) != getattr(settings, name)
-    ]
+    changed = resume_changes(state["settings"], settings)
     if changed:
         raise InvalidArgumentError(f"--resume needs the run's settings; changed: {', '.join(changed)}")
     return saved_config, saved_schedule
-
-
-__all__ = [
-    "TrainResult",
-    "TrainSettings",
-    "check_new_output",
-    "loss_log_path",
-    "samples_dir",
-    "saved_run",
-    "train",
-    "train_state_path",
-]

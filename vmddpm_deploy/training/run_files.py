@@ -1,0 +1,64 @@
+"""The files of a training run beside its checkpoint (see :mod:`vmddpm_deploy.training`):
+where they are, reading the train state back, and whether a new run may write there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vmddpm_deploy.errors import CheckpointError, ConfigError, OutputError
+from vmddpm_deploy.model import ModelConfig
+
+TRAIN_STATE_FORMAT = "vmddpm-deploy-train-state/1"
+
+
+def train_state_path(output: Path) -> Path:
+    return output.with_name(output.name + ".train-state")
+
+
+def loss_log_path(output: Path) -> Path:
+    return output.with_name(output.name + ".loss.csv")
+
+
+def samples_dir(output: Path) -> Path:
+    return output.with_name(output.stem + ".samples")
+
+
+
+def saved_run(output: Path) -> tuple[dict[str, Any], ModelConfig]:
+    """The settings and model config in ``output``'s train state, so ``--resume`` need not repeat them."""
+    path = train_state_path(Path(output))
+    state = load_train_state(Path(output))
+    try:
+        return dict(state["settings"]), ModelConfig.from_dict(state["config"])
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def check_new_output(output: Path, force: bool) -> None:
+    """OutputError unless ``output`` can start a new run (free, or ``force`` to replace a run)."""
+    if output.is_dir():
+        raise OutputError(f"{output} is a directory; give a file name such as {output / 'ckpt.pt'}")
+    existing = [p for p in (output, train_state_path(output)) if p.exists()]
+    if existing and not force:
+        raise OutputError(f"{existing[0]} already exists; pass --resume to continue that run or --force to start over")
+
+
+def load_train_state(output: Path) -> dict[str, Any]:
+    """The train state beside ``output``; CheckpointError when it is missing or unreadable."""
+    path = train_state_path(output)
+    if not path.exists():
+        raise CheckpointError(
+            f"cannot resume: {path} not found (it is written beside {output.name} at every checkpoint)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  arbitrary bytes make torch.load raise almost any type
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path} is not a readable train state ({first[:160]})") from None
+    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a {TRAIN_STATE_FORMAT} train state")
+    return state
+
