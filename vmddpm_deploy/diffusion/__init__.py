@@ -1,7 +1,7 @@
 """Diffusion: the noise schedule, per-sample noise, and samplers that take any Denoiser.
 
 Samplers are immutable functions of the schedule (:mod:`.ddpm`, :mod:`.ddim`, :mod:`.dpm_solver`);
-:func:`run_sampler` drives one with a ``Denoiser(x, t) -> eps`` (design.md section 4), and
+:func:`run_sampler` drives one with a ``Denoiser(x, t) -> eps`` (docs/design.md section 4), and
 :func:`gaussian_noise` makes sample ``i``'s noise independent of the batch it is drawn in.
 diffusers' schedulers are the test oracle (tests/diffusion/test_samplers_vs_diffusers.py).
 """

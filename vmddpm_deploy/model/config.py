@@ -1,7 +1,8 @@
 """Model configuration: a frozen dataclass, plain JSON data, and the named presets.
 
-Every architectural guess we made while reconstructing VM-DDPM from its abstract (design.md
-section 1) is a field here, so a reader of the paper's body can correct it without code changes.
+Every architectural guess we made while reconstructing VM-DDPM from its abstract
+(docs/design.md section 1) is a field here, so a reader of the paper's body can correct it
+without code changes.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class ModelConfig:
             raise ConfigError(f"invalid model config: {exc}") from None
 
 
-#: Named presets. Sizes are per design.md; the README lists parameters and GFLOPs of each.
+#: Named presets. Sizes are per docs/design.md section 1; the README lists parameters and GFLOPs of each.
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(image_size=32, base_channels=48, channel_mult=(1, 2, 2)),
     "small": ModelConfig(image_size=64, base_channels=64, channel_mult=(1, 2, 2, 4)),

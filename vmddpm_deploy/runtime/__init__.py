@@ -1,4 +1,4 @@
-"""Runtimes: everything that can answer ``Denoiser(x, t) -> eps`` (design.md section 4)."""
+"""Runtimes: everything that can answer ``Denoiser(x, t) -> eps`` (docs/design.md section 4)."""
 
 from __future__ import annotations
 
