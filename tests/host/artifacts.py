@@ -20,7 +20,7 @@ REPLAY_MAGIC = b"VMDEPS01"
 
 
 def manifest_data(checkpoint: Checkpoint) -> dict:
-    """The manifest.json an export of ``checkpoint`` carries, per CONTRACTS.md (no graph files)."""
+    """The manifest.json an export of ``checkpoint`` carries, per docs/design.md section 3 (no graph files)."""
     config, schedule = checkpoint.config, checkpoint.schedule
     image = [config.in_channels, config.image_size, config.image_size]
     return {

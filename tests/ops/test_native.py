@@ -1,6 +1,6 @@
 """The native CPU kernels (libvmddpm_ops) against the pure-PyTorch reference.
 
-Two independent implementations of the op contract (design.md section 2) must agree: the C++
+Two independent implementations of the op contract (docs/design.md section 2) must agree: the C++
 kernels (their own exp/log polynomials, their own fp16/bf16 conversions) and the reference's
 step-by-step torch loop. Both read the same rounded io tensors and compute in fp32, so fp16 and
 bf16 outputs may differ by one unit in the last place at most; fp32 ones by the reordered fp32

@@ -3,7 +3,7 @@
 The core is C++ written apart from the Python package; these tests hold it to the Python
 definitions it must agree with: scan tables against ``vmddpm_deploy.ops.scan_orders``, output
 shapes against the shapes the reference ops actually return, the type table against the op
-contract of design.md section 2. Field types are TensorRT's ``PluginFieldType`` codes
+contract of docs/design.md section 2. Field types are TensorRT's ``PluginFieldType`` codes
 (NvInferPluginBase.h), as the ONNX parser and a deserialised engine hand them to a creator.
 """
 
@@ -218,7 +218,7 @@ def test_scan_table_rejects_bad_order_and_grid(core, order, height, width, messa
 
 def test_op_names_and_advertised_fields(core, ops):
     assert sorted(ops.values()) == [0, 1, 2]
-    # The ONNX parser hands a creator exactly the attributes it advertises: those of CONTRACTS.md,
+    # The ONNX parser hands a creator exactly the attributes it advertises: those of docs/design.md section 2,
     # which the exporter's manifest lists per op.
     for name, attributes in CUSTOM_OP_ATTRIBUTES.items():
         assert core.field_specs(ops[name]) == {attribute: ONNX_ATTRIBUTE_TYPES[attribute] for attribute in attributes}
@@ -255,7 +255,7 @@ def test_cross_attributes(core, ops):
         ("VmddpmCrossScan", [], "'scan_order' is required \\(one of cross, regen\\)"),
         ("VmddpmCrossScan", [str_field("scan_order", "zigzag")], "unknown scan order 'zigzag'; choose one of cross, regen"),
         ("VmddpmCrossScan", [int_field("scan_order", 1)], "'scan_order' must be a string \\(kCHAR\\), got kINT32"),
-        # The scan reads its grid off its input (CONTRACTS.md gives it scan_order only).
+        # The scan reads its grid off its input (docs/design.md section 2 gives it scan_order only).
         ("VmddpmCrossScan", [str_field("scan_order", "cross"), int_field("height", 4)], "unknown attribute 'height'; known: scan_order$"),
         ("VmddpmCrossMerge", [str_field("scan_order", "cross"), int_field("height", -3), int_field("width", 4)], "'height' must be a positive int32, got -3"),
         ("VmddpmCrossMerge", [str_field("scan_order", "cross"), int_field("height", 4), int_field("width", 2**31, INT64)], "'width' must be a positive int32, got 2147483648"),

@@ -5,7 +5,7 @@ part: it dlopens the built library, enters through getCreators / setLoggerFinder
 IPluginRegistry::loadLibrary does, and calls the creators and plugins as the ONNX parser, the
 builder and the runtime would, with stand-ins for TensorRT's logger and expression builder.
 Expected values come from outside the plugin code: the attribute names from the exporter's
-manifest (CONTRACTS.md), output shapes from the reference ops, dtypes from the op contract.
+manifest (docs/design.md section 3), output shapes from the reference ops, dtypes from the op contract.
 Engines built and run by a real TensorRT on a GPU are tests/tensorrt/.
 """
 

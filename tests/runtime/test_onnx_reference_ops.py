@@ -1,6 +1,6 @@
 """Our three custom nodes in onnx's ReferenceEvaluator against the pure-PyTorch oracle.
 
-Each graph here is one node built with onnx.helper exactly as CONTRACTS.md specifies it (domain,
+Each graph here is one node built with onnx.helper exactly as docs/design.md section 2 specifies it (domain,
 attributes, dtypes), so these tests pin the node format the TensorRT plugins parse, independent of
 the exporter. The evaluator's ops run the torch custom ops (native kernels when built); the
 expected values come from ``*_ref``, the readable PyTorch implementation.

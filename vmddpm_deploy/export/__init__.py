@@ -1,4 +1,4 @@
-"""ONNX export of the denoiser (design.md section 3): graphs with custom nodes for TensorRT, an
+"""ONNX export of the denoiser (docs/design.md section 3): graphs with custom nodes for TensorRT, an
 fp16 variant, a portable standard-ops graph for ONNX Runtime, and ``manifest.json``.
 
 Importing this package is cheap (the manifest reader only); the exporter loads torch.onnx and

@@ -1,4 +1,4 @@
-"""``export_checkpoint``: a checkpoint in, an export directory out (design.md section 3).
+"""``export_checkpoint``: a checkpoint in, an export directory out (docs/design.md section 3).
 
 Pipeline, one stage per graph: ``torch.export`` traces the denoiser once per precision (the
 ``vmddpm::`` custom ops stay single nodes thanks to their fake kernels), then

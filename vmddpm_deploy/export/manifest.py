@@ -1,6 +1,6 @@
 """``manifest.json``: what an export directory holds, and everything a host needs without Python.
 
-Format ``vmddpm-deploy-export/1`` (design.md section 3): the model config, the noise schedule with its
+Format ``vmddpm-deploy-export/1`` (docs/design.md section 3): the model config, the noise schedule with its
 ``alphas_cumprod`` table, graph I/O names / dtypes / symbolic axes, the opset, the custom-op
 domain and attribute names the TensorRT plugins read, and for every file (graphs, engines) its
 sha256 and size. A reader trusts a file only after its checksum matches (``read_manifest``).

@@ -6,7 +6,7 @@ Two tables, one per kind of graph:
 * ``plugin``: each op becomes one node of domain ``vmddpm`` (``VmddpmSelectiveScan``,
   ``VmddpmCrossScan``, ``VmddpmCrossMerge``) carrying ``plugin_version`` / ``plugin_namespace``
   and its own attributes: exactly what the TensorRT ``IPluginCreatorV3One`` of each op reads
-  (listed in ``manifest.CUSTOM_OP_ATTRIBUTES``). The schemas below are the op contract (design.md section 2) in ONNX terms.
+  (listed in ``manifest.CUSTOM_OP_ATTRIBUTES``). The schemas below are the op contract (docs/design.md section 2) in ONNX terms.
 * ``portable``: standard ONNX ops only, so ONNX Runtime (or any runtime) runs the graph with no
   custom library. ``cross_scan`` is a ``Gather`` with the order's constant ``(K, L)`` index table,
   ``cross_merge`` its adjoint (a ``Gather`` with the inverse permutations, then a sum over the K

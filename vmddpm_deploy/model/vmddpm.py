@@ -1,7 +1,7 @@
 """VM-DDPM: a DDPM-style U-Net whose blocks are SSLayers (ResBlock + multi-level state-space
 block), as we reconstruct it from the abstract of Ju & Zhou (arXiv 2405.05667) and VMamba.
 
-Layout (design.md section 1)::
+Layout (docs/design.md section 1)::
 
     x (batch, C_in, H, W), t (batch,) int64
       -> conv3x3 stem
@@ -90,7 +90,7 @@ class SS2D(nn.Module):
 
     @torch.no_grad()
     def reset_ssm_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1) -> None:
-        """Mamba's S6 initialisation (design.md section 1)."""
+        """Mamba's S6 initialisation (docs/design.md section 1)."""
         bound = self.d_inner**-0.5
         self.x_proj_weight.uniform_(-bound, bound)
         self.dt_projs_weight.uniform_(-(self.dt_rank**-0.5), self.dt_rank**-0.5)

@@ -1,4 +1,4 @@
-"""The op contract: ``selective_scan``, ``cross_scan``, ``cross_merge`` (design.md section 2).
+"""The op contract: ``selective_scan``, ``cross_scan``, ``cross_merge`` (docs/design.md section 2).
 
 Importing this package registers the ``vmddpm::`` torch custom ops.
 """

@@ -4,7 +4,7 @@ These are the oracle every other implementation (native CPU/CUDA kernels, ONNX g
 TensorRT plugins) is tested against. They favour clarity over speed: the selective scan is the
 step-by-step recurrence of mamba-ssm's ``selective_scan_ref``.
 
-Shapes (see design.md section 2)::
+Shapes (see docs/design.md section 2)::
 
     u, delta      (batch, K*D, L)   io dtype T in {fp32, fp16, bf16}
     A             (K*D, N)          fp32

@@ -1,4 +1,4 @@
-"""TensorRT: engines built from an export directory, with our plugins (design.md sections 3-4).
+"""TensorRT: engines built from an export directory, with our plugins (docs/design.md sections 3-5).
 
 Importing this package does not import ``tensorrt``; every entry point does so lazily and raises
 BackendUnavailableError (one line) where TensorRT, a GPU or the plugin library is missing.

@@ -2,7 +2,7 @@
 one can run here.
 
 A plan is tied to the TensorRT version that built it and to the GPU's compute capability, so
-both are in its file name and in its manifest entry (CONTRACTS.md, "engines")::
+both are in its file name and in its manifest entry (docs/design.md section 3)::
 
     denoiser.fp16.b1-32.trt10.14.sm90.plan
     {"graph": "fp16", "precision": "fp16", "min_batch": 1, "opt_batch": 8, "max_batch": 32,

@@ -53,7 +53,7 @@ Manifest parse_manifest(const std::string& text, const std::filesystem::path& ex
       throw HostError(ExitCode::kArtifact, source + " has format \"" + format + "\"; this host reads \"" +
                                                kManifestFormat + "\"; " + kReexport);
     }
-    // CONTRACTS.md: inputs [x (batch, C, H, W), t (batch,)], outputs [eps (batch, C, H, W)].
+    // docs/design.md section 3: inputs [x (batch, C, H, W), t (batch,)], outputs [eps (batch, C, H, W)].
     const json::Value& x = io_entry(root.at("inputs"), 0, 2, 4);
     const json::Value& t = io_entry(root.at("inputs"), 1, 2, 1);
     const json::Value& eps = io_entry(root.at("outputs"), 0, 1, 4);

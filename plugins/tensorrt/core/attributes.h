@@ -64,7 +64,7 @@ struct FieldSpec {
 };
 const std::vector<FieldSpec>& field_specs(OpKind op);
 
-// One struct for the three ops; each reads only its own fields (CONTRACTS.md):
+// One struct for the three ops; each reads only its own fields (docs/design.md section 2):
 //   VmddpmSelectiveScan: delta_softplus        VmddpmCrossScan: scan_order
 //   VmddpmCrossMerge:    scan_order, height, width
 // VmddpmCrossScan reads its grid off its input; the merge needs it given, because H*W alone

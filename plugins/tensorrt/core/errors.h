@@ -12,7 +12,7 @@ class AttributeError : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-// Input ranks or extents that the op contract (design.md section 2) does not allow.
+// Input ranks or extents that the op contract (docs/design.md section 2) does not allow.
 class ShapeError : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;

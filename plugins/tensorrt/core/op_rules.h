@@ -1,5 +1,5 @@
 // Shapes, types and workspace of the three plugins, without TensorRT: the contract of
-// design.md section 2 as the plugins enforce it.
+// docs/design.md section 2 as the plugins enforce it.
 //
 // Shapes use kDynamicDim for an extent not known yet (a TensorRT dynamic dimension at build
 // time); checks compare only extents known on both sides, so the same function serves

@@ -1,5 +1,5 @@
 /*
- * vmddpm ops: the op contract of design.md section 2 behind a plain C ABI.
+ * vmddpm ops: the op contract of docs/design.md section 2 behind a plain C ABI.
  *
  * One header for every caller: Python (ctypes), the TensorRT plugins and the C++ host. Only C
  * types cross it; no exception escapes it. Every entry point returns a vmddpm_status; on
