@@ -9,18 +9,12 @@ import torch
 from typer.testing import CliRunner
 
 from vmddpm_deploy.benchmark import SCAN_FREE, BenchTarget, run_bench
-from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
 from vmddpm_deploy.cli import app
 from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
 from vmddpm_deploy.ops import dispatch, selective_scan
 from tests.ops.test_reference import random_scan_inputs
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def micro_ckpt(tmp_path, micro_config):
-    return save_checkpoint(init_checkpoint(micro_config, NoiseSchedule(), seed=0), tmp_path / "micro.pt")
 
 
 def test_bench_writes_rows_for_every_backend_and_batch(tmp_path, micro_ckpt):

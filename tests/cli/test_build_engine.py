@@ -10,15 +10,14 @@ import importlib.util
 import json
 
 import pytest
-from typer.testing import CliRunner
 
+from tests.cli import runner as cli
+from tests.cli.runner import error_line
 from tests.host.artifacts import write_export_dir
 from vmddpm_deploy.checkpoint import init_checkpoint
-from vmddpm_deploy.cli import app
 from vmddpm_deploy.diffusion import NoiseSchedule
 from vmddpm_deploy.export.manifest import read_manifest, write_manifest
 
-runner = CliRunner()
 no_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 
 
@@ -28,14 +27,7 @@ def export_dir(tmp_path, micro_config):
 
 
 def invoke(*args):
-    return runner.invoke(app, ["build-engine", *(str(a) for a in args)])
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line, got: {result.output!r}"
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return lines[0]
+    return cli.invoke("build-engine", *args)
 
 
 def test_help_reads_like_documentation():

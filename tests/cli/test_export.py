@@ -9,32 +9,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from typer.testing import CliRunner
 
+from tests.cli.runner import error_line, invoke
 from vmddpm_deploy.checkpoint import build_model, init_checkpoint, save_checkpoint
-from vmddpm_deploy.cli import app
 from vmddpm_deploy.diffusion import NoiseSchedule
 from vmddpm_deploy.export import read_manifest
 from vmddpm_deploy.model import ModelConfig
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line, got: {result.output!r}"
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return lines[0]
-
-
-@pytest.fixture
-def micro_ckpt(tmp_path, micro_config):
-    return save_checkpoint(init_checkpoint(micro_config, NoiseSchedule(), seed=0), tmp_path / "micro.pt")
-
 
 @pytest.mark.slow
 def test_cross_order_portable_export_runs_batches_1_and_3(tmp_path):

@@ -7,23 +7,13 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
+from tests.cli import runner as cli
+from tests.cli.runner import error_line
 from vmddpm_deploy.checkpoint import load_checkpoint
-from vmddpm_deploy.cli import app
-
-runner = CliRunner()
-
 
 def invoke(*args):
-    return runner.invoke(app, ["train", *(str(a) for a in args)])
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line, got: {result.output!r}"
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return lines[0]
+    return cli.invoke("train", *args)
 
 
 @pytest.fixture
@@ -121,7 +111,7 @@ def test_existing_checkpoint_needs_force(tmp_path):
 
 
 def test_help_reads_like_documentation():
-    result = runner.invoke(app, ["train", "--help"])
+    result = invoke("--help")
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert "Example:" in text and "--resume" in text and "--skip-bad-files" in text and "bundled" in text

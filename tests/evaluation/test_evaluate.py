@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.cli.runner import error_line
 from tests.evaluation.conftest import requires_extractor
 from vmddpm_deploy.cli import app
 from vmddpm_deploy.data import load_bundled
@@ -20,13 +21,6 @@ runner = CliRunner()
 
 def evaluate(*args):
     return runner.invoke(app, ["evaluate", *(str(a) for a in args)])
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line, got: {result.output!r}"
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return lines[0]
 
 
 def png_folder(path, images: np.ndarray):

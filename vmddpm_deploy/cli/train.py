@@ -8,7 +8,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmddpm_deploy.cli.app import Preset, ScanOrder, ScheduleKind, app, console, progress_bar, reports_errors
+from vmddpm_deploy.cli.app import (
+    DEFAULT_PRESET,
+    DEFAULT_SCAN_ORDER,
+    DEFAULT_SCHEDULE,
+    Preset,
+    ScanOrder,
+    ScheduleKind,
+    app,
+    console,
+    progress_bar,
+    reports_errors,
+)
 from vmddpm_deploy.errors import InvalidArgumentError
 
 DATA = "Data"
@@ -39,13 +50,17 @@ def train(
     ] = None,
     preset_name: Annotated[
         Optional[Preset],
-        typer.Option("--preset", help="Model size and resolution (default tiny).", rich_help_panel=MODEL),
+        typer.Option(
+            "--preset", help=f"Model size and resolution (default {DEFAULT_PRESET.value}).", rich_help_panel=MODEL
+        ),
     ] = None,
     scan_order: Annotated[
-        Optional[ScanOrder], typer.Option(help="SS2D scan order (default regen).", rich_help_panel=MODEL)
+        Optional[ScanOrder],
+        typer.Option(help=f"SS2D scan order (default {DEFAULT_SCAN_ORDER.value}).", rich_help_panel=MODEL),
     ] = None,
     schedule: Annotated[
-        Optional[ScheduleKind], typer.Option(help="Noise schedule, T = 1000 (default linear).", rich_help_panel=MODEL)
+        Optional[ScheduleKind],
+        typer.Option(help=f"Noise schedule, T = 1000 (default {DEFAULT_SCHEDULE.value}).", rich_help_panel=MODEL),
     ] = None,
     config_file: Annotated[
         Optional[Path],

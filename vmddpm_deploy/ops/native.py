@@ -170,7 +170,7 @@ def cross_scan(x: torch.Tensor, order: str) -> torch.Tensor:
     """Native gather into K routes; same contract as ``cross_scan_ref``."""
     op = "cross_scan"
     dtype_code = _io_dtype_code(op, {"x": x})
-    device = _common_device(op, {"x": x})
+    _common_device(op, {"x": x})  # one device for every tensor, or a clear error
     if x.dim() != 4:
         raise NativeOpsError(f"{op}: x must be (batch, D, H, W), got shape {tuple(x.shape)}")
     batch, dim, height, width = x.shape
@@ -186,7 +186,7 @@ def cross_merge(ys: torch.Tensor, height: int, width: int, order: str) -> torch.
     """Native scatter-add of K routes onto the grid; same contract as ``cross_merge_ref``."""
     op = "cross_merge"
     dtype_code = _io_dtype_code(op, {"ys": ys})
-    device = _common_device(op, {"ys": ys})
+    _common_device(op, {"ys": ys})  # one device for every tensor, or a clear error
     table = scan_table(order, height, width)
     routes = table.shape[0]
     if ys.dim() != 4:

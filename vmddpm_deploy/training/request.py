@@ -22,13 +22,12 @@ from vmddpm_deploy.data import ImageDataset, LoadOptions, load_dataset
 from vmddpm_deploy.diffusion import NoiseSchedule
 from vmddpm_deploy.errors import ConfigError
 from vmddpm_deploy.model import ModelConfig, preset
+from vmddpm_deploy.model.config import DEFAULT_PRESET_NAME
 from vmddpm_deploy.training.loop import TrainResult, train
 from vmddpm_deploy.training.run_files import loss_log_path, saved_run
 from vmddpm_deploy.training.settings import TrainSettings
 
 DEFAULT_STEPS = 10000  # of a new run; a resumed run continues to its own total unless steps are given
-DEFAULT_PRESET = "tiny"
-DEFAULT_SCAN_ORDER = "regen"
 LOSS_SMOOTHING = 0.98  # weight of the previous smoothed loss in the progress display's average
 RECENT_STEPS = 100  # the summary's mean loss is over this many last steps
 
@@ -153,8 +152,8 @@ def request_model_config(request: TrainRequest, saved_config: ModelConfig | None
     else the preset with the scan order and the config file's fields over it."""
     if request.resume and request.preset is None and request.scan_order is None and request.config_file is None:
         return saved_config
-    fields = {"scan_order": request.scan_order or DEFAULT_SCAN_ORDER} | read_config_file(request.config_file)
-    return ModelConfig.from_dict(preset(request.preset or DEFAULT_PRESET).to_dict() | fields)
+    fields = {"scan_order": request.scan_order or ModelConfig.scan_order} | read_config_file(request.config_file)
+    return ModelConfig.from_dict(preset(request.preset or DEFAULT_PRESET_NAME).to_dict() | fields)
 
 
 def read_config_file(path: Path | None) -> dict[str, Any]:

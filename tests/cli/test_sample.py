@@ -1,72 +1,12 @@
-"""The command line through Typer's CliRunner: happy paths and one clear line per bad input."""
+"""`vmddpm-deploy sample` through CliRunner: images, invariances, and one line per bad input."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from vmddpm_deploy import __version__
-from vmddpm_deploy.checkpoint import init_checkpoint, load_checkpoint, save_checkpoint
-from vmddpm_deploy.cli import app
-from vmddpm_deploy.diffusion import NoiseSchedule
-
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture
-def micro_ckpt(tmp_path, micro_config):
-    return save_checkpoint(init_checkpoint(micro_config, NoiseSchedule(), seed=0), tmp_path / "micro.pt")
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line, got: {result.output!r}"
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return lines[0]
-
-
-def test_version():
-    result = invoke("--version")
-    assert result.exit_code == 0 and result.output.strip() == f"vmddpm-deploy {__version__}"
-
-
-@pytest.mark.parametrize("command,phrase", [("init", "randomly initialised"), ("sample", "16-bit PNG")])
-def test_help_reads_like_documentation(command, phrase):
-    result = invoke(command, "--help")
-    assert result.exit_code == 0
-    assert phrase in " ".join(result.output.split())
-    assert "Example:" in result.output
-
-
-def test_init_writes_a_loadable_checkpoint(tmp_path):
-    out = tmp_path / "ckpt.pt"
-    result = invoke("init", "--preset", "tiny", "--scan-order", "cross", "-o", out)
-    assert result.exit_code == 0, result.output
-    assert "3.48 M parameters" in result.output
-    checkpoint = load_checkpoint(out)
-    assert checkpoint.config.scan_order == "cross" and checkpoint.config.image_size == 32
-
-
-def test_init_refuses_to_overwrite_without_force(tmp_path):
-    out = tmp_path / "ckpt.pt"
-    out.write_bytes(b"precious")
-    result = invoke("init", "-o", out)
-    assert result.exit_code == 5
-    assert "already exists; pass --force" in error_line(result)
-    assert out.read_bytes() == b"precious"
-
-
-def test_init_unknown_preset_is_a_usage_error(tmp_path):
-    result = invoke("init", "--preset", "huge", "-o", tmp_path / "c.pt")
-    assert result.exit_code == 2
-    assert "huge" in result.output and "is not one of" in " ".join(result.output.split())
-    assert not (tmp_path / "c.pt").exists()
+from tests.cli.runner import error_line, invoke
 
 
 def test_sample_writes_16_bit_pngs(tmp_path, micro_ckpt):
@@ -185,26 +125,3 @@ def test_sample_bad_shard(tmp_path, micro_ckpt, shard):
     result = invoke("sample", micro_ckpt, "--shard", shard, "--out", tmp_path / "o")
     assert result.exit_code == 2 and "--shard" in error_line(result)
     assert not (tmp_path / "o").exists()
-
-
-def test_doctor_reports_native_kernels():
-    from vmddpm_deploy.ops import native_library
-
-    result = invoke("doctor")
-    assert result.exit_code == 0, result.output
-    expected = "native cpu" if native_library.available() else "not loaded"
-    assert expected in result.output
-
-
-def test_doctor_says_when_the_native_library_is_missing(monkeypatch, tmp_path):
-    from vmddpm_deploy.ops import native_library
-
-    monkeypatch.setenv("VMDDPM_OPS_LIB", str(tmp_path / "missing.so"))
-    native_library.reset()
-    try:
-        result = invoke("doctor")
-    finally:
-        monkeypatch.delenv("VMDDPM_OPS_LIB")
-        native_library.reset()
-    assert result.exit_code == 0
-    assert "not loaded" in result.output and "reference" in result.output
