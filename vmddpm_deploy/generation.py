@@ -1,9 +1,15 @@
-"""Generating images from any Denoiser, with per-sample seeding.
+"""Generating images from any Denoiser, with per-sample seeding and a fixed batch shape.
 
 Sample ``i`` of a run with seed ``s`` draws its initial noise and every step's noise from the
 counter-based generator keyed by ``(s, i, stream)`` (:mod:`vmddpm_deploy.diffusion.noise`), so
-it is the same image whatever the batch size, the order of batches, or the backend (up to that
-backend's arithmetic).
+its inputs do not depend on the batch it is drawn in. Its *output* depends on the batch only
+through the batch size: a backend's arithmetic can round differently at another batch shape, but
+at one shape a row's eps does not depend on its position or on the other rows (measured for
+torch with native and reference ops and for ONNX Runtime; GroupNorm and LayerNorm are per
+sample). So every batch, a job's last one and a shard's included, is padded to ``batch_size``
+rows (copies of its last sample, dropped afterwards): sample ``i`` is then a function of
+``(seed, i, batch_size)`` and the backend, whichever indices share its batch. The C++ host pads
+the same way (plugins/host/src/sampling_loop.cpp).
 """
 
 from __future__ import annotations
@@ -84,7 +90,8 @@ def generate(
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yield ``(indices, x0)`` per batch; x0: (len(indices), C, H, W) float32 in about [-1, 1].
 
-    ``on_step(images)`` is called after every sampler step with the (fractional) number of
+    Every denoiser call has exactly ``batch_size`` rows: a short batch is padded with copies of its
+    last sample (see the module docstring). ``on_step(images)`` is called after every sampler step with the (fractional) number of
     images that step completed, so a progress bar in images moves smoothly. ``prefetch_noise``
     draws each step's noise ahead on a thread (:class:`PrefetchedNoise`); None: on a GPU device
     only (on the CPU the draw would take cores from the denoiser).
@@ -96,15 +103,17 @@ def generate(
     with ThreadPoolExecutor(1, thread_name_prefix="noise") if prefetch_noise and noisy_steps else nullcontext() as pool:
         for start in range(0, len(indices), batch_size):
             chunk = list(indices[start : start + batch_size])
-            x_T = gaussian_noise(seed, chunk, 0, image_shape).to(device)
+            rows = chunk + chunk[-1:] * (batch_size - len(chunk))
+            x_T = gaussian_noise(seed, rows, 0, image_shape).to(device)
             if pool is not None:
-                step_noise = PrefetchedNoise(pool, seed, chunk, image_shape, noisy_steps, device)
+                step_noise = PrefetchedNoise(pool, seed, rows, image_shape, noisy_steps, device)
             else:
-                def step_noise(k: int, chunk: list[int] = chunk) -> torch.Tensor:
-                    return gaussian_noise(seed, chunk, k + 1, image_shape).to(device)
+                def step_noise(k: int, rows: list[int] = rows) -> torch.Tensor:
+                    return gaussian_noise(seed, rows, k + 1, image_shape).to(device)
 
             def callback(k: int, total: int, size: int = len(chunk)) -> None:
                 if on_step is not None:
                     on_step(size / total)
 
-            yield chunk, run_sampler(sampler, denoiser, x_T, step_noise, callback=callback)
+            x0 = run_sampler(sampler, denoiser, x_T, step_noise, callback=callback)
+            yield chunk, x0[: len(chunk)]

@@ -96,3 +96,15 @@ def test_bench_denoiser_rows_and_export_summary(tmp_path):
     (export,) = results["exports"]
     assert export["preset"] == "tiny" and export["export_seconds"] > 0
     assert set(export["graph_mb"]) == {"fp32", "fp16", "portable"}
+
+
+def test_kill_resume_kills_resumes_and_compares(tmp_path):
+    results = run_to_json(
+        "kill_resume.py", tmp_path, "--tries", "2", "--formats", "npz", "--n", "4", "--batch-size", "2",
+        "--steps", "2", "--seed", "1",
+    )
+    assert [row["format"] for row in results["rows"]] == ["npz"]
+    for row in results["rows"]:
+        assert row["tries"] == 2 and sum(row["splits"].values()) == 2
+        assert row["differing_files"] == row["missing_files"] == row["temporary_files_left"] == 0
+        assert row["reference_run_seconds"] > 0

@@ -8,36 +8,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.jobs.conftest import SHAPE
 from vmddpm_deploy.checkpoint import init_checkpoint
-from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
+from vmddpm_deploy.diffusion import NoiseSchedule
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
-from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 from vmddpm_deploy.jobs.output_dir import SampleJob
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
 
-SHAPE = (1, 8, 8)
+
+def settings(n=5, image_format="npz", shard: Shard | None = None, steps=4, batch_size=2) -> JobSettings:
+    return JobSettings("f" * 64, n, "ddim", steps, 0.5, 11, image_format, shard or Shard(), batch_size)
 
 
-@pytest.fixture(scope="module")
-def denoiser():
-    from vmddpm_deploy.model import ModelConfig
-
-    config = ModelConfig(image_size=8, base_channels=8, channel_mult=(1, 2), d_state=4, norm_groups=4)
-    return TorchDenoiser(init_checkpoint(config, NoiseSchedule(), seed=0))
-
-
-@pytest.fixture(scope="module")
-def sampler():
-    return make_sampler("ddim", NoiseSchedule(), 4, eta=0.5)
-
-
-def settings(n=5, image_format="npz", shard: Shard | None = None, steps=4) -> JobSettings:
-    return JobSettings("f" * 64, n, "ddim", steps, 0.5, 11, image_format, shard or Shard())
-
-
-def run(out, denoiser, sampler, batch_size=2, resume=False, **kwargs):
+def run(out, denoiser, sampler, resume=False, **kwargs):
     job = SampleJob(out, settings(**kwargs), resume=resume)
-    return job.run(denoiser, sampler, SHAPE, batch_size)
+    return job.run(denoiser, sampler, SHAPE)
 
 
 def load_npz(path):
@@ -45,7 +30,7 @@ def load_npz(path):
         return data["indices"], data["images"].astype(np.int64)
 
 
-def test_shards_together_equal_the_full_run(tmp_path, denoiser, sampler):
+def test_shards_of_another_batch_size_are_close_to_the_full_run(tmp_path, denoiser, sampler):
     run(tmp_path / "full", denoiser, sampler, batch_size=5)
     for index in (0, 1):
         run(tmp_path / "sharded", denoiser, sampler, batch_size=2, shard=Shard(index, 2))
@@ -59,6 +44,63 @@ def test_shards_together_equal_the_full_run(tmp_path, denoiser, sampler):
     # Batch composition differs between the runs, so allow one 16-bit level of rounding.
     assert np.abs(merged - full).max() <= 1
     assert not (tmp_path / "sharded" / ".parts").exists() or not list((tmp_path / "sharded" / ".parts").iterdir())
+
+
+def job_files(out):
+    """Every file a finished job leaves, by name (progress and summaries differ in timings only)."""
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.endswith(".json")}
+
+
+@pytest.mark.parametrize("image_format", ["png", "npz", "nifti", "nifti-volume"])
+def test_any_split_at_one_batch_size_gives_the_full_runs_bytes(tmp_path, denoiser, sampler, image_format):
+    """Every batch is padded to the batch size, so which indices share a batch changes no byte."""
+    n, batch_size = 7, 3
+    run(tmp_path / "full", denoiser, sampler, n=n, batch_size=batch_size, image_format=image_format)
+    full = job_files(tmp_path / "full")
+    for count in (2, 3):
+        out = tmp_path / f"split-{count}"
+        for index in range(count):
+            run(out, denoiser, sampler, n=n, batch_size=batch_size, image_format=image_format, shard=Shard(index, count))
+        if image_format in ("png", "nifti"):
+            assert job_files(out) == full
+        elif image_format == "npz":
+            indices, images = zip(*(load_npz(out / f"samples.shard-{i}-of-{count}.npz") for i in range(count)))
+            merged = np.empty((n, *SHAPE), dtype=np.int64)
+            for i, part in zip(indices, images):
+                merged[i] = part
+            assert np.array_equal(merged, load_npz(tmp_path / "full" / "samples.npz")[1])
+        else:  # a volume per shard: its slices are the full volume's slices of those indices
+            import nibabel as nib
+
+            whole = np.asarray(nib.load(tmp_path / "full" / "samples.nii.gz").dataobj.get_unscaled())
+            for index in range(count):
+                part = nib.load(out / f"samples.shard-{index}-of-{count}.nii.gz").dataobj.get_unscaled()
+                assert np.array_equal(np.asarray(part), whole[:, :, index::count])
+
+
+def test_a_shard_of_another_batch_size_is_refused(tmp_path, denoiser, sampler):
+    run(tmp_path / "o", denoiser, sampler, n=4, batch_size=2, shard=Shard(0, 2))
+    with pytest.raises(InvalidArgumentError, match=r"--batch-size 2 \(progress.shard-0-of-2.json\), this one would use 3"):
+        SampleJob(tmp_path / "o", settings(n=4, batch_size=3, shard=Shard(1, 2)), resume=False)
+    assert not (tmp_path / "o" / "progress.shard-1-of-2.json").exists()
+
+
+def test_resume_with_another_batch_size_is_refused(tmp_path, denoiser, sampler):
+    run(tmp_path / "o", denoiser, sampler, n=3, batch_size=2)
+    with pytest.raises(InvalidArgumentError, match="batch_size was 2, now 3"):
+        SampleJob(tmp_path / "o", settings(n=3, batch_size=3), resume=True)
+
+
+def test_only_the_last_short_batch_is_padded(tmp_path, denoiser, sampler):
+    calls = []
+
+    def counting(x, t):
+        calls.append(x.shape[0])
+        return denoiser(x, t)
+
+    summary = run(tmp_path / "o", counting, sampler, n=5, batch_size=2)
+    assert set(calls) == {2} and len(calls) == 3 * 4  # batches [0, 1], [2, 3], [4 + one copy]; 4 steps each
+    assert summary["padded_rows"] == 1
 
 
 class KilledAfter:

@@ -95,12 +95,12 @@ def sample(
 
     plan = plan_job(
         source, n=n, sampler=sampler.value, steps=steps, eta=eta, seed=seed, image_format=image_format.value,
-        shard=shard_spec,
+        shard=shard_spec, batch_size=batch_size,
     )
     with progress_callback("sampling", quiet) as report:
         summary = run_sample_job(
-            plan, out, backend=backend.value, device=device, batch_size=batch_size, resume=resume, ray=ray,
-            workers=workers, on_progress=report,
+            plan, out, backend=backend.value, device=device, resume=resume, ray=ray, workers=workers,
+            on_progress=report,
         )
     if quiet:
         typer.echo(json.dumps(summary))

@@ -24,7 +24,6 @@ def run_sample_job(
     *,
     backend: str,
     device: str,
-    batch_size: int | None,
     resume: bool,
     ray: str | None = None,
     workers: int | None = None,
@@ -40,7 +39,7 @@ def run_sample_job(
     if ray is None:
         if workers is not None:
             raise InvalidArgumentError("--workers applies to --ray only")
-        job = prepare_job(plan, out, backend=backend, device=device, batch_size=batch_size, resume=resume)
+        job = prepare_job(plan, out, backend=backend, device=device, resume=resume)
         total = len(plan.settings.shard.indices(plan.settings.n))
         done = float(total - len(job.output.todo))
         report(done, total)
@@ -56,8 +55,8 @@ def run_sample_job(
 
         total = plan.settings.n
         ray_job = RayJob(
-            plan.source.path, plan.settings, out, backend=backend, device=device, batch_size=batch_size,
-            resume=resume, address=ray, workers=workers,
+            plan.source.path, plan.settings, out, backend=backend, device=device, resume=resume, address=ray,
+            workers=workers,
         )
         with ray_job:
             report(ray_job.already_done, total)

@@ -47,6 +47,8 @@ from vmddpm_deploy.outputs import (
 from vmddpm_deploy.runtime.batching import fit_batches
 
 PROGRESS_FORMAT = "vmddpm-deploy-samples/1"
+#: ``.parts/FIRST-LAST.npz``: one batch of a stacked format, named after its first and last index.
+_PART_NAME = re.compile(r"(\d+)-(\d+)\.npz")
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,31 @@ IMAGE_FORMATS: dict[str, ImageFormat] = {
 }
 
 
+def _read_progress(path: Path) -> dict[str, Any]:
+    """A progress file's content, or one OutputError line saying what to do."""
+    try:
+        progress = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{path} is unreadable ({exc}); remove it to start over") from None
+    if not isinstance(progress, dict) or progress.get("format") != PROGRESS_FORMAT:
+        raise OutputError(f"{path} is not a {PROGRESS_FORMAT} progress file")
+    if not isinstance(progress.get("settings"), dict) or not isinstance(progress.get("done"), list):
+        raise OutputError(f"{path} is unreadable (no settings or no done list); remove it to start over")
+    return progress
+
+
+def _recorded_settings(path: Path) -> dict[str, Any]:
+    return _read_progress(path)["settings"]
+
+
 class SampleJob:
     """The output directory of one shard: what is done, what is left, and the writers."""
 
     def __init__(self, out: Path, settings: JobSettings, resume: bool):
         if settings.image_format not in IMAGE_FORMATS:
             raise InvalidArgumentError(f"unknown image format {settings.image_format!r}")
+        if settings.batch_size is None or settings.batch_size < 1:
+            raise InvalidArgumentError(f"a job's batch size must be resolved to >= 1, got {settings.batch_size!r}")
         self.out = out
         self.settings = settings
         self._format = IMAGE_FORMATS[settings.image_format]
@@ -90,7 +111,9 @@ class SampleJob:
 
     # -- starting -------------------------------------------------------------------------
     def _refuse_other_splits(self) -> None:
-        """Shards of another N overlap this one's indices: mixing them would duplicate samples."""
+        """Shards of another N overlap this one's indices: mixing them would duplicate samples. Shards
+        of another batch size would make other images than one run of the job (every batch is
+        padded to the batch size, which the images depend on)."""
         for path in sorted(self.out.glob("progress*.json")):
             match = re.fullmatch(r"progress(?:\.shard-\d+-of-(\d+))?\.json", path.name)
             count = int(match[1] or 1) if match else self.settings.shard.count
@@ -98,6 +121,15 @@ class SampleJob:
                 raise OutputError(
                     f"{self.out} holds a run split into {count} shard(s) ({path.name}); continue it with "
                     f"the same split (--shard I/{count}, or --ray --workers {count}) or choose another --out"
+                )
+            if path == self.progress_path:
+                continue  # this shard's own file: --resume compares every setting
+            recorded = _recorded_settings(path).get("batch_size")
+            if recorded != self.settings.batch_size:
+                raise InvalidArgumentError(
+                    f"{self.out} holds shards made with --batch-size {recorded} ({path.name}), this one would "
+                    f"use {self.settings.batch_size}; pass --batch-size {recorded} so the shards make the "
+                    "images of one run, or choose another --out"
                 )
 
     def _fresh(self) -> set[int]:
@@ -115,13 +147,8 @@ class SampleJob:
         if not self.progress_path.exists():
             prepare_output_dir(self.out)
             return set()  # nothing to resume: start, as a fresh run would
-        try:
-            progress = json.loads(self.progress_path.read_text())
-            recorded, done = progress["settings"], progress["done"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise OutputError(f"{self.progress_path} is unreadable ({exc}); remove it to start over") from None
-        if progress.get("format") != PROGRESS_FORMAT:
-            raise OutputError(f"{self.progress_path} is not a {PROGRESS_FORMAT} progress file")
+        progress = _read_progress(self.progress_path)
+        recorded, done = progress["settings"], progress["done"]
         wanted = self.settings.to_dict()
         changed = sorted(key for key in wanted if recorded.get(key) != wanted[key])
         if changed:
@@ -199,10 +226,11 @@ class SampleJob:
         self._pending = []
 
     def finish(self, summary: dict[str, Any]) -> Path:
-        """After the last batch: merge npz parts and write the shard's summary."""
+        """After the last batch: merge npz parts, clear what a killed run left, write the summary."""
         self.close()
         if self._format.stacked:
             self._merge_parts()
+        self._remove_stale_temporaries()
         payload = {"format": PROGRESS_FORMAT, "settings": self.settings.to_dict(), **summary}
         data = json.dumps(payload, indent=2).encode()
         return write_atomic(self.summary_path, lambda handle: handle.write(data))
@@ -212,21 +240,44 @@ class SampleJob:
         parts = {path: indices for path, indices in self._parts().items() if indices & mine}
         if not parts:
             return  # merged by an earlier run, or a shard with no indices (N > n)
-        chunks = [np.load(path) for path in parts]
-        indices = np.concatenate([c["indices"] for c in chunks])
-        images = np.concatenate([c["images"] for c in chunks])
-        order = np.argsort(indices)
         target = self._stacked_path
+        if target.exists():
+            # Written (atomically) only once every index was done: a run killed while removing the
+            # parts left some behind. Merging those again would drop the others' samples.
+            for path in parts:
+                path.unlink(missing_ok=True)
+            return
+        chunks = [np.load(path) for path in parts]
+        # A batch re-made after a kill can repeat a part's indices (same images): keep one of each.
+        indices, first = np.unique(np.concatenate([c["indices"] for c in chunks]), return_index=True)
+        images = np.concatenate([c["images"] for c in chunks])[first]
         if self.settings.image_format == "npz":
-            write_npz(target, indices[order], images[order])
+            write_npz(target, indices, images)
         else:
             shard = self.settings.shard
             where = "index=k" if shard.count == 1 else f"index={shard.index}+{shard.count}k"
-            write_nifti(target, images[order], *self._nifti_header(where, indices=indices[order].tolist()))
+            write_nifti(target, images, *self._nifti_header(where, indices=indices.tolist()))
         for chunk in chunks:
             chunk.close()
         for path in parts:
             path.unlink()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove the ``.NAME.tmp-PID`` files (:func:`write_atomic`'s) that a killed run of this shard
+        left beside this shard's files. Other shards' temporaries stay: they may be writing now."""
+        mine = set(self.settings.shard.indices(self.settings.n))
+        names = {self.progress_path.name, self.summary_path.name}
+        if self._format.stacked:
+            names.add(self._stacked_path.name)
+        else:
+            names.update(self._sample_path(i).name for i in mine)
+        for tmp in self.out.glob(".*.tmp-*"):
+            if tmp.name[1 : tmp.name.rindex(".tmp-")] in names:
+                tmp.unlink(missing_ok=True)
+        for tmp in self.parts_dir.glob(".*.tmp-*"):
+            part = _PART_NAME.fullmatch(tmp.name[1 : tmp.name.rindex(".tmp-")])
+            if part is not None and int(part[1]) in mine:  # a part is named after its first index
+                tmp.unlink(missing_ok=True)
 
     def _nifti_header(self, where: str, **placement: Any) -> tuple[str, dict[str, Any]]:
         """NIfTI ``descrip`` (80 bytes: sampler, steps, eta, seed, which sample is where) and the
@@ -235,9 +286,12 @@ class SampleJob:
         s = self.settings
         eta = f" eta={s.eta:g}" if s.sampler == "ddim" else ""
         description = f"{s.sampler} steps={s.steps}{eta} seed={s.seed} {where}"
+        settings = s.to_dict()
+        if "index" in placement:
+            del settings["shard"]  # one sample's file is the same whichever shard (of one batch size) made it
         metadata = {
             "generator": f"vmddpm-deploy {__version__}",
-            "settings": s.to_dict(),
+            "settings": settings,
             **placement,
             "intensity": "stored uint16 v; value = v * scl_slope + scl_inter = v * 2/65535 - 1, the model's [-1, 1]",
         }
@@ -248,17 +302,17 @@ class SampleJob:
         denoiser: Denoiser,
         sampler: Sampler,
         image_shape: tuple[int, int, int],
-        batch_size: int,
         device: str | torch.device = "cpu",
         on_step: Callable[[float], None] | None = None,
     ) -> dict[str, Any]:
         """Make every image this shard still lacks; returns the timing summary it recorded.
 
-        ``batch_size`` is the one :func:`vmddpm_deploy.jobs.prepare.prepare_job` resolved; a batch
-        below the backend's minimum is padded. Sampling and writing overlap: batch k is encoded
-        and written by the writer thread while batch k+1 is denoised.
+        Every batch has ``settings.batch_size`` rows (a short one is padded, and one below the
+        backend's minimum padded further). Sampling and writing overlap: batch k is encoded and
+        written by the writer thread while batch k+1 is denoised.
         """
         todo = self.todo
+        batch_size = self.settings.batch_size
         timer = CallTimer(fit_batches(denoiser))
         start = time.perf_counter()
         try:
@@ -275,6 +329,7 @@ class SampleJob:
             denoiser_calls=timer.calls,
             ms_per_denoiser_call=timer.ms_per_call,
             batch_size=batch_size,
+            padded_rows=-len(todo) % batch_size,
         )
         self.finish(summary)
         return summary

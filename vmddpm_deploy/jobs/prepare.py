@@ -8,6 +8,7 @@ one process; under Ray the driver plans and each worker prepares its own shard.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +41,13 @@ class JobPlan:
 
 def plan_job(
     source: str | os.PathLike, *, n: int, sampler: str, steps: int, eta: float, seed: int, image_format: str,
-    shard: Shard = Shard(),
+    shard: Shard = Shard(), batch_size: int | None = None,
 ) -> JobPlan:
     """Open ``source`` (checksums verified) and check the sampler settings: every error a job can
-    find without loading the model arrives here, before any file is written."""
+    find without loading the model arrives here, before any file is written. ``batch_size`` None:
+    the backend's largest, resolved by :func:`prepare_job`."""
     opened = open_source(source)
-    settings = JobSettings(opened.sha256, n, sampler, steps, eta, seed, image_format, shard)
+    settings = JobSettings(opened.sha256, n, sampler, steps, eta, seed, image_format, shard, batch_size)
     plan = JobPlan(opened, settings)
     plan.make_sampler()  # InvalidArgumentError on steps / eta the schedule cannot take
     return plan
@@ -60,25 +62,23 @@ class PreparedJob:
     device: str
     denoiser: Denoiser
     sampler: Sampler
-    batch_size: int
     output: SampleJob
 
     def run(self, on_step: Callable[[float], None] | None = None) -> dict[str, Any]:
         """Sample every image the shard lacks; the shard's summary (see :func:`job_summary`)."""
-        summary = self.output.run(
-            self.denoiser, self.sampler, self.plan.image_shape, self.batch_size, self.device, on_step
-        )
+        summary = self.output.run(self.denoiser, self.sampler, self.plan.image_shape, self.device, on_step)
         return summary | {"backend": self.backend}
 
 
 def prepare_job(
-    plan: JobPlan, out: Path, *, backend: str, device: str, batch_size: int | None, resume: bool,
+    plan: JobPlan, out: Path, *, backend: str, device: str, resume: bool,
 ) -> PreparedJob:
     """Load ``plan``'s denoiser on ``backend`` (``auto`` resolved here, where it runs) and open the
     output directory of ``plan.settings.shard``.
 
-    ``batch_size`` None takes the backend's largest; a size the backend refuses fails before the
-    output directory is touched. A Ray worker builds its plan from the SRC it opened on its own
+    The batch size is resolved here, once (None: the backend's largest, never more than the job's
+    ``n``) and recorded in the job's settings; a size the backend refuses fails before the output
+    directory is touched. A Ray worker builds its plan from the SRC it opened on its own
     node and the driver's settings, so the sha256 check below catches a node that sees another file.
     """
     source = plan.source
@@ -89,6 +89,7 @@ def prepare_job(
         )
     backend = resolve_backend(backend, source)
     denoiser = load_denoiser(source, backend, device)
-    batch_size = resolve_batch_size(denoiser, batch_size, plan.settings.n)
+    batch_size = resolve_batch_size(denoiser, plan.settings.batch_size, plan.settings.n)
+    plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, batch_size=batch_size))
     output = SampleJob(Path(out), plan.settings, resume)
-    return PreparedJob(plan, backend, device, denoiser, plan.make_sampler(), batch_size, output)
+    return PreparedJob(plan, backend, device, denoiser, plan.make_sampler(), output)

@@ -114,7 +114,7 @@ class ShardWorker:
 
     def prepare(
         self, source: str, backend: str, device: str, out: str, settings: JobSettings, resume: bool,
-        batch_size: int | None, threads: int,
+        threads: int,
     ) -> tuple[float, str]:
         """Load the denoiser and open the shard's output; returns (images already done, backend).
 
@@ -128,7 +128,7 @@ class ShardWorker:
         if device == "cpu":
             torch.set_num_threads(threads)
         plan = JobPlan(open_source(source), settings)  # this node's SRC, the driver's settings
-        self._job = prepare_job(plan, Path(out), backend=backend, device=device, batch_size=batch_size, resume=resume)
+        self._job = prepare_job(plan, Path(out), backend=backend, device=device, resume=resume)
         self._completed = float(len(settings.shard.indices(settings.n)) - len(self._job.output.todo))
         return self._completed, self._job.backend
 
@@ -179,6 +179,7 @@ def merge_summaries(summaries: Sequence[dict[str, Any]], seconds: float, backend
         denoiser_calls=calls,
         ms_per_denoiser_call=call_ms / calls if calls else 0.0,
         batch_size=max(s["batch_size"] for s in summaries),
+        padded_rows=sum(s["padded_rows"] for s in summaries),
         workers=len(summaries),
         backend=",".join(sorted(set(backends))),
     )
@@ -191,7 +192,7 @@ class RayJob:
     shard (so every setup error arrives before any sampling); :meth:`run` samples; leaving stops
     the workers (and the Ray instance, when ``address="local"`` started one)::
 
-        with RayJob(source, settings, out, backend="auto", device="cuda", batch_size=16) as job:
+        with RayJob(source, settings, out, backend="auto", device="cuda") as job:
             summary = job.run(on_progress=print)
     """
 
@@ -203,7 +204,6 @@ class RayJob:
         *,
         backend: str,
         device: str,
-        batch_size: int | None = None,
         resume: bool = False,
         address: str = "local",
         workers: int | None = None,
@@ -217,7 +217,7 @@ class RayJob:
         if workers is not None and workers < 1:
             raise InvalidArgumentError(f"--workers must be at least 1, got {workers}")
         self.source, self.settings, self.out = Path(source).resolve(), settings, Path(out).resolve()
-        self.backend, self.device, self.batch_size, self.resume = backend, device, batch_size, resume
+        self.backend, self.device, self.resume = backend, device, resume
         self.address, self.workers = address, workers
         #: Images of the job already on disk when the workers started (from an earlier run).
         self.already_done = 0.0
@@ -234,7 +234,7 @@ class RayJob:
                 worker.prepare.remote(
                     str(self.source), self.backend, self.device, str(self.out),
                     dataclasses.replace(self.settings, shard=Shard(w, plan.count)), self.resume,
-                    self.batch_size, plan.threads,
+                    plan.threads,
                 )
                 for w, worker in enumerate(self._actors)
             ])

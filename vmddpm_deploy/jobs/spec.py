@@ -36,7 +36,12 @@ class Shard:
 
 @dataclass(frozen=True)
 class JobSettings:
-    """Everything that determines the images; ``--resume`` refuses if any of it changed."""
+    """Everything that determines the images; ``--resume`` refuses if any of it changed.
+
+    ``batch_size`` belongs here because every batch is padded to it (:mod:`vmddpm_deploy.generation`):
+    the images are a function of it. None means "the backend's largest", which
+    :func:`vmddpm_deploy.jobs.prepare.prepare_job` resolves to a number before anything runs.
+    """
 
     source_sha256: str
     n: int
@@ -46,6 +51,7 @@ class JobSettings:
     seed: int
     image_format: str
     shard: Shard
+    batch_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -55,7 +61,7 @@ class JobSettings:
 
 def job_summary(
     *, images: int, already_done: int, seconds: float, denoiser_calls: int, ms_per_denoiser_call: float,
-    batch_size: int, **extra: Any,
+    batch_size: int, padded_rows: int, **extra: Any,
 ) -> dict[str, Any]:
     """The summary a run reports (``samples.json``, ``--quiet``'s JSON line); ``extra``: e.g. workers."""
     return {
@@ -66,6 +72,7 @@ def job_summary(
         "denoiser_calls": denoiser_calls,
         "ms_per_denoiser_call": round(ms_per_denoiser_call, 3),
         "batch_size": batch_size,
+        "padded_rows": padded_rows,  # computed only to keep the batch shape fixed (a short last batch)
         **extra,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

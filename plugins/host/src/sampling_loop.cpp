@@ -22,18 +22,22 @@ void generate(Denoiser& denoiser, const DDIMSampler& sampler, uint64_t seed, con
     const size_t end = std::min(indices.size(), start + static_cast<size_t>(batch_size));
     const std::vector<uint64_t> chunk(indices.begin() + static_cast<std::ptrdiff_t>(start),
                                       indices.begin() + static_cast<std::ptrdiff_t>(end));
-    const int64_t batch = static_cast<int64_t>(chunk.size());
-    const size_t elements = static_cast<size_t>(batch * numel);
+    // Every call has batch_size rows: a short batch is padded with copies of its last sample, so a
+    // sample's image depends on the batch size alone, never on which samples share its batch.
+    std::vector<uint64_t> rows = chunk;
+    rows.resize(static_cast<size_t>(batch_size), chunk.back());
+    const size_t elements = static_cast<size_t>(batch_size * numel);
     std::vector<float> x(elements), eps(elements), noise(elements);
-    batch_noise(seed, chunk, 0, numel, x.data());
-    std::vector<int64_t> t(static_cast<size_t>(batch));
+    batch_noise(seed, rows, 0, numel, x.data());
+    std::vector<int64_t> t(static_cast<size_t>(batch_size));
     for (size_t k = 0; k < timesteps.size(); ++k) {
       std::fill(t.begin(), t.end(), timesteps[k]);
-      denoiser.denoise(x.data(), t.data(), batch, eps.data());
+      denoiser.denoise(x.data(), t.data(), batch_size, eps.data());
       const bool noisy = sampler.needs_noise(k);
-      if (noisy) batch_noise(seed, chunk, k + 1, numel, noise.data());
+      if (noisy) batch_noise(seed, rows, k + 1, numel, noise.data());
       sampler.step(k, x.data(), eps.data(), noisy ? noise.data() : nullptr, static_cast<int64_t>(elements));
     }
+    x.resize(chunk.size() * static_cast<size_t>(numel));
     on_batch(chunk, x);
   }
 }

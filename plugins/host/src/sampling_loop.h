@@ -1,7 +1,8 @@
-// The DDIM loop over a Denoiser, as vmddpm_deploy.sampling.generate runs it: samples are taken
-// in batches of at most `batch_size`; sample i starts from gaussian_noise(seed, i, stream 0) and
-// step k draws gaussian_noise(seed, i, stream k + 1) when the sampler adds noise, so sample i is
-// the same image whatever the batch it is in.
+// The DDIM loop over a Denoiser, as vmddpm_deploy.generation.generate runs it: samples are taken
+// in batches of `batch_size` rows (a short batch padded with copies of its last sample); sample i
+// starts from gaussian_noise(seed, i, stream 0) and step k draws gaussian_noise(seed, i, stream
+// k + 1) when the sampler adds noise, so sample i is the same image whichever samples share its
+// batch.
 #pragma once
 
 #include <cstdint>
