@@ -221,6 +221,24 @@ def test_bad_attributes_fail_creation_with_a_message(shim):
         shim.create("VmddpmCrossMerge", [str_field("scan_order", "cross")])
 
 
+@pytest.mark.parametrize("major", [11, 0], ids=["tensorrt-11", "not-tensorrt"])
+def test_messages_reach_the_logger_of_whichever_tensorrt_loaded_the_plugins(shim, major, capfd):
+    """TensorRT 11's ILoggerFinder and ILogger are IVersionedInterfaces: findLogger and log sit two
+    virtual slots later than in TensorRT 10, whose headers the library is built with. The plugins
+    ask the library that defines the finder for its major version (getInferLibMajorVersion) and
+    call it in that layout; a finder from anything else is called as these headers lay it out. Had
+    they called TensorRT 11's finder in 10's layout, the message would have gone to standard error
+    (or worse) and not to the logger."""
+    capfd.readouterr()
+    shim.lib.shim_play_tensorrt(major)
+    try:
+        with pytest.raises(PluginCallError, match="ERROR: vmddpm plugins: cannot create layer 'scan_9': VmddpmCrossScan: attribute 'scan_order': unknown scan order 'spiral'"):
+            shim.create("VmddpmCrossScan", onnx_fields("VmddpmCrossScan", order="spiral"), layer="scan_9")
+    finally:
+        shim.lib.shim_play_tensorrt(10)
+    assert "vmddpm" not in capfd.readouterr().err, "the message went to standard error, not to TensorRT's logger"
+
+
 # --- build phase -----------------------------------------------------------------------------------
 
 

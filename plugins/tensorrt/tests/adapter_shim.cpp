@@ -27,12 +27,13 @@ using GetCreators = nvinfer1::IPluginCreatorInterface* const* (*)(int32_t&);
 using GetPluginCreators = void* const* (*)(int32_t&);
 using SetLoggerFinder = void (*)(nvinfer1::ILoggerFinder*);
 
-class CapturingLogger final : public nvinfer1::ILogger {
+// The messages every logger below writes, for shim_take_log.
+class LogLines {
  public:
-  void log(Severity severity, const char* message) noexcept override {
+  void add(int severity, const char* message) {
     const std::lock_guard<std::mutex> lock(mutex_);
     static const char* const names[] = {"INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"};
-    lines_ += std::string(names[static_cast<int>(severity)]) + ": " + message + "\n";
+    lines_ += std::string(names[severity]) + ": " + message + "\n";
   }
   std::string take() {
     const std::lock_guard<std::mutex> lock(mutex_);
@@ -46,13 +47,42 @@ class CapturingLogger final : public nvinfer1::ILogger {
   std::string lines_;
 };
 
+LogLines log_lines;
+
+// TensorRT 10's logger and finder (these headers').
+class CapturingLogger final : public nvinfer1::ILogger {
+ public:
+  void log(Severity severity, const char* message) noexcept override { log_lines.add(static_cast<int>(severity), message); }
+};
+
 class CapturingLoggerFinder final : public nvinfer1::ILoggerFinder {
  public:
   nvinfer1::ILogger* findLogger() noexcept override { return &logger; }
   CapturingLogger logger;
 };
 
+// TensorRT 11's, as its NvInferRuntime.h declares them: IVersionedInterface first, so findLogger
+// and log sit behind getAPILanguage, getInterfaceInfo and the destructor.
+class VersionedCapturingLogger final : public nvinfer1::IVersionedInterface {
+ public:
+  nvinfer1::InterfaceInfo getInterfaceInfo() const noexcept override { return {"ILogger", 1, 0}; }
+  virtual void log(nvinfer1::ILogger::Severity severity, const char* message) noexcept {
+    log_lines.add(static_cast<int>(severity), message);
+  }
+};
+
+class VersionedCapturingLoggerFinder final : public nvinfer1::IVersionedInterface {
+ public:
+  nvinfer1::InterfaceInfo getInterfaceInfo() const noexcept override { return {"ILoggerFinder", 1, 0}; }
+  virtual VersionedCapturingLogger* findLogger() { return &logger; }
+  VersionedCapturingLogger logger;
+};
+
 CapturingLoggerFinder logger_finder;
+VersionedCapturingLoggerFinder versioned_logger_finder;
+SetLoggerFinder plugins_set_logger_finder = nullptr;
+// The TensorRT major version this shim claims to be (getInferLibMajorVersion below).
+int32_t played_major = 10;
 nvinfer1::IPluginCreatorInterface* const* creators = nullptr;
 int32_t creator_count = 0;
 int32_t plugin_creator_count = -1;
@@ -177,6 +207,7 @@ SHIM_API int shim_open(const char* path, char* error, size_t error_size) {
     return -1;
   }
   // loadLibrary's order: the logger first, then the creators.
+  plugins_set_logger_finder = set_logger_finder;
   set_logger_finder(&logger_finder);
   creators = get_creators(creator_count);
   get_plugin_creators(plugin_creator_count);
@@ -186,8 +217,21 @@ SHIM_API int shim_open(const char* path, char* error, size_t error_size) {
 SHIM_API int32_t shim_creator_count() { return creator_count; }
 SHIM_API int32_t shim_plugin_creator_count() { return plugin_creator_count; }
 
-SHIM_API void shim_take_log(char* buffer, size_t size) {
-  std::snprintf(buffer, size, "%s", logger_finder.logger.take().c_str());
+SHIM_API void shim_take_log(char* buffer, size_t size) { std::snprintf(buffer, size, "%s", log_lines.take().c_str()); }
+
+// What the plugins read to tell TensorRT 10's logger finder from 11's: the major version of the
+// library that defines the finder, this one.
+extern "C" int32_t getInferLibMajorVersion() noexcept { return played_major; }
+
+// Play TensorRT `major` (0: a library that is not TensorRT): hand the plugins this major's logger
+// finder, as a loadLibrary of that TensorRT would.
+SHIM_API void shim_play_tensorrt(int32_t major) {
+  played_major = major;
+  if (major >= 11) {
+    plugins_set_logger_finder(reinterpret_cast<nvinfer1::ILoggerFinder*>(&versioned_logger_finder));
+  } else {
+    plugins_set_logger_finder(&logger_finder);
+  }
 }
 
 // The creator's interface kind and major version, and (for IPluginCreatorV3One) its identity.
