@@ -27,8 +27,22 @@ demo: install
 TRT_HEADERS_DIR := build/tensorrt-headers
 TRT_HEADERS := $(TRT_HEADERS_DIR)/kernel_lens/include/tensorrt/NvInferRuntime.h
 
-test: install $(TRT_HEADERS)
+# The TensorRT lean runtime (pinned in constraints-cpu.txt): its plugin registry works without a
+# GPU, so tests/plugins/test_trt_lean_registry.py loads the plugins into a real TensorRT 11. Where
+# its wheels do not install (another platform or Python), pip's reason is kept in
+# $(TRT_LEAN_FAILED) and that test skips quoting it.
+TRT_LEAN_PACKAGES := tensorrt-lean-cu12-libs tensorrt-lean-cu12-bindings
+TRT_LEAN := $(VENV)/.tensorrt-lean
+TRT_LEAN_FAILED := build/tensorrt-lean-install-failed.txt
+
+test: install $(TRT_HEADERS) $(TRT_LEAN)
 	$(BIN)/python -m pytest
+
+$(TRT_LEAN): constraints-cpu.txt | $(VENV)/.installed
+	@mkdir -p build && rm -f $(TRT_LEAN_FAILED)
+	$(BIN)/pip install --quiet -c constraints-cpu.txt $(TRT_LEAN_PACKAGES) 2>$(TRT_LEAN_FAILED).tmp \
+		&& { rm -f $(TRT_LEAN_FAILED).tmp; touch $@; } \
+		|| { mv $(TRT_LEAN_FAILED).tmp $(TRT_LEAN_FAILED); echo "TensorRT lean runtime not installed (see $(TRT_LEAN_FAILED))"; }
 
 $(TRT_HEADERS): plugins/tensorrt/headers-requirements.txt | $(VENV)/.installed
 	rm -rf $(TRT_HEADERS_DIR)

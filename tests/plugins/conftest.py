@@ -49,11 +49,6 @@ class PluginBuild:
         return self.directory / "tensorrt" / "libvmddpm_trt_plugins.so"
 
     @property
-    def static_plugins(self) -> Path:
-        """libvmddpm_trt_plugins_static.so: registers itself when dlopen'ed."""
-        return self.directory / "tensorrt" / "libvmddpm_trt_plugins_static.so"
-
-    @property
     def adapter_shim(self) -> Path:
         return self.directory / "tensorrt" / "libvmddpm_trt_adapter_shim.so"
 
@@ -75,6 +70,6 @@ def trt_plugin_build(tmp_path_factory) -> PluginBuild:
             "VMDDPM_TRT_WERROR": "ON",
             "VMDDPM_TRT_ADAPTER_SHIM": "ON",
         },
-        targets=["vmddpm_trt_plugins", "vmddpm_trt_plugins_static", "vmddpm_trt_adapter_shim"],
+        targets=["vmddpm_trt_plugins", "vmddpm_trt_adapter_shim"],
     )
     return PluginBuild(build)

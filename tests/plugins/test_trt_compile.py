@@ -1,7 +1,7 @@
-"""The TensorRT plugin libraries compile against the TensorRT 10 headers and export what loaders
-look for (checked with ``nm -D`` / ``readelf -d``, as the libraries cannot be loaded into a
-TensorRT that is not here). The build itself is the session fixture ``trt_plugin_build``
-(warnings are errors); how the plugins behave is tests/plugins/test_trt_adapter.py."""
+"""The TensorRT plugin library compiles against the TensorRT 10 headers and exports what
+IPluginRegistry::loadLibrary looks for (checked with ``nm -D`` / ``readelf -d``). The build itself
+is the session fixture ``trt_plugin_build`` (warnings are errors); how the plugins behave is
+tests/plugins/test_trt_adapter.py."""
 
 from __future__ import annotations
 
@@ -36,23 +36,16 @@ def needed_libraries(library: Path) -> list[str]:
     return [line.split("[")[1].rstrip("]") for line in output.splitlines() if "(NEEDED)" in line]
 
 
-def test_load_library_variant_exports_exactly_the_entry_points(trt_plugin_build):
+def test_plugin_library_exports_exactly_the_load_library_entry_points(trt_plugin_build):
     defined = dynamic_symbols(trt_plugin_build.plugins, "defined")
     # Text symbols: functions. Nothing else escapes (the kernels' C ABI, cudart stay private).
     assert defined == {name: "T" for name in LOAD_LIBRARY_ENTRY_POINTS}
 
 
-def test_load_library_variant_needs_neither_tensorrt_nor_cuda_libraries(trt_plugin_build):
+def test_plugin_library_needs_neither_tensorrt_nor_cuda_libraries(trt_plugin_build):
     """TensorRT loads it into any process (or beside a plan, alone): no libnvinfer, cudart linked
     statically, the kernels compiled in rather than taken from libvmddpm_ops."""
     needed = needed_libraries(trt_plugin_build.plugins)
     assert not [name for name in needed if any(part in name for part in ("nvinfer", "cudart", "vmddpm"))], needed
     undefined = dynamic_symbols(trt_plugin_build.plugins, "undefined")
     assert not {"getPluginRegistry", "getLogger", "createInferRuntime_INTERNAL"} & undefined.keys()
-
-
-def test_static_variant_registers_through_libnvinfer_and_exports_nothing(trt_plugin_build):
-    """Its creators register while it loads, so it must not offer them to loadLibrary a second time."""
-    assert dynamic_symbols(trt_plugin_build.static_plugins, "defined") == {}
-    # Imported from libnvinfer (linked when CMake finds it, else resolved when the library loads).
-    assert {"getPluginRegistry", "getLogger"} <= dynamic_symbols(trt_plugin_build.static_plugins, "undefined").keys()

@@ -1,5 +1,6 @@
 // Where the plugins' messages go: TensorRT's logger once TensorRT handed us a logger finder
-// (setLoggerFinder, called by IPluginRegistry::loadLibrary), standard error before that.
+// (setLoggerFinder, called by IPluginRegistry::loadLibrary), standard error before that or when
+// the finder is not one this library can call (logging.cpp: TensorRT 10 and 11 lay it out apart).
 #pragma once
 
 #include <string>

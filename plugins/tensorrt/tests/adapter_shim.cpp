@@ -7,10 +7,6 @@
 // and expression builder are stood in for: the logger keeps messages for shim_take_log, and the
 // expression builder evaluates constants and spells dynamic extents out ("in0.d0*in0.d1"). The
 // builder implements TensorRT's internal apiv::VExprBuilder, which IExprBuilder forwards to.
-//
-// The shim also defines libnvinfer's getPluginRegistry and getLogger, over a registry that only
-// records registrations: loaded with RTLD_GLOBAL (in a process of its own, so that it can never
-// stand in for a real TensorRT), it lets libvmddpm_trt_plugins_static.so register itself.
 #include <dlfcn.h>
 
 #include <cstdio>
@@ -31,12 +27,13 @@ using GetCreators = nvinfer1::IPluginCreatorInterface* const* (*)(int32_t&);
 using GetPluginCreators = void* const* (*)(int32_t&);
 using SetLoggerFinder = void (*)(nvinfer1::ILoggerFinder*);
 
-class CapturingLogger final : public nvinfer1::ILogger {
+// The messages every logger below writes, for shim_take_log.
+class LogLines {
  public:
-  void log(Severity severity, const char* message) noexcept override {
+  void add(int severity, const char* message) {
     const std::lock_guard<std::mutex> lock(mutex_);
     static const char* const names[] = {"INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"};
-    lines_ += std::string(names[static_cast<int>(severity)]) + ": " + message + "\n";
+    lines_ += std::string(names[severity]) + ": " + message + "\n";
   }
   std::string take() {
     const std::lock_guard<std::mutex> lock(mutex_);
@@ -50,13 +47,42 @@ class CapturingLogger final : public nvinfer1::ILogger {
   std::string lines_;
 };
 
+LogLines log_lines;
+
+// TensorRT 10's logger and finder (these headers').
+class CapturingLogger final : public nvinfer1::ILogger {
+ public:
+  void log(Severity severity, const char* message) noexcept override { log_lines.add(static_cast<int>(severity), message); }
+};
+
 class CapturingLoggerFinder final : public nvinfer1::ILoggerFinder {
  public:
   nvinfer1::ILogger* findLogger() noexcept override { return &logger; }
   CapturingLogger logger;
 };
 
+// TensorRT 11's, as its NvInferRuntime.h declares them: IVersionedInterface first, so findLogger
+// and log sit behind getAPILanguage, getInterfaceInfo and the destructor.
+class VersionedCapturingLogger final : public nvinfer1::IVersionedInterface {
+ public:
+  nvinfer1::InterfaceInfo getInterfaceInfo() const noexcept override { return {"ILogger", 1, 0}; }
+  virtual void log(nvinfer1::ILogger::Severity severity, const char* message) noexcept {
+    log_lines.add(static_cast<int>(severity), message);
+  }
+};
+
+class VersionedCapturingLoggerFinder final : public nvinfer1::IVersionedInterface {
+ public:
+  nvinfer1::InterfaceInfo getInterfaceInfo() const noexcept override { return {"ILoggerFinder", 1, 0}; }
+  virtual VersionedCapturingLogger* findLogger() { return &logger; }
+  VersionedCapturingLogger logger;
+};
+
 CapturingLoggerFinder logger_finder;
+VersionedCapturingLoggerFinder versioned_logger_finder;
+SetLoggerFinder plugins_set_logger_finder = nullptr;
+// The TensorRT major version this shim claims to be (getInferLibMajorVersion below).
+int32_t played_major = 10;
 nvinfer1::IPluginCreatorInterface* const* creators = nullptr;
 int32_t creator_count = 0;
 int32_t plugin_creator_count = -1;
@@ -116,58 +142,6 @@ class ExprBuilder final : public nvinfer1::IExprBuilder, public nvinfer1::apiv::
   bool unsupported_ = false;
 };
 
-// A plugin registry that records registerCreator calls and refuses duplicates, as TensorRT's does.
-// (It must override the deprecated IPluginCreator methods too.)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-class RecordingRegistry final : public nvinfer1::IPluginRegistry {
- public:
-  struct Entry {
-    std::string name, version, plugin_namespace;
-  };
-  std::vector<Entry> entries;
-
-  bool registerCreator(nvinfer1::IPluginCreatorInterface& creator, const char* const ns) noexcept override {
-    if (std::strcmp(creator.getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") != 0) return false;
-    const auto& v3 = static_cast<nvinfer1::IPluginCreatorV3One&>(creator);
-    Entry entry{v3.getPluginName(), v3.getPluginVersion(), ns};
-    for (const Entry& e : entries) {
-      if (e.name == entry.name && e.version == entry.version && e.plugin_namespace == entry.plugin_namespace) {
-        return false;
-      }
-    }
-    entries.push_back(entry);
-    return true;
-  }
-  // Nothing else is called by a registering library.
-  bool registerCreator(nvinfer1::IPluginCreator&, const char* const) noexcept override { return false; }
-  nvinfer1::IPluginCreator* const* getPluginCreatorList(int32_t* const) const noexcept override { return nullptr; }
-  nvinfer1::IPluginCreator* getPluginCreator(const char* const, const char* const, const char* const) noexcept override {
-    return nullptr;
-  }
-  void setErrorRecorder(nvinfer1::IErrorRecorder* const) noexcept override {}
-  nvinfer1::IErrorRecorder* getErrorRecorder() const noexcept override { return nullptr; }
-  bool deregisterCreator(const nvinfer1::IPluginCreator&) noexcept override { return false; }
-  bool isParentSearchEnabled() const override { return false; }
-  void setParentSearchEnabled(const bool) override {}
-  PluginLibraryHandle loadLibrary(const char*) noexcept override { return nullptr; }
-  void deregisterLibrary(PluginLibraryHandle) noexcept override {}
-  nvinfer1::IPluginCreatorInterface* const* getAllCreators(int32_t* const) const noexcept override { return nullptr; }
-  nvinfer1::IPluginCreatorInterface* getCreator(const char* const, const char* const, const char* const) noexcept override {
-    return nullptr;
-  }
-  bool deregisterCreator(const nvinfer1::IPluginCreatorInterface&) noexcept override { return false; }
-  nvinfer1::IPluginResource* acquirePluginResource(const char*, nvinfer1::IPluginResource*) noexcept override {
-    return nullptr;
-  }
-  int32_t releasePluginResource(const char*) noexcept override { return -1; }
-  nvinfer1::IPluginCreatorInterface* const* getAllCreatorsRecursive(int32_t* const) noexcept override { return nullptr; }
-};
-
-#pragma GCC diagnostic pop
-
-RecordingRegistry recording_registry;
-
 nvinfer1::Dims dims_of(int32_t rank, const int64_t* extents) {
   nvinfer1::Dims dims{};
   dims.nbDims = rank;
@@ -219,21 +193,6 @@ nvinfer1::IPluginV3OneRuntime* runtime(void* handle) {
 
 }  // namespace
 
-// libnvinfer's entry points, for libvmddpm_trt_plugins_static.so's registrar.
-extern "C" nvinfer1::IPluginRegistry* getPluginRegistry() noexcept { return &recording_registry; }
-extern "C" nvinfer1::ILogger* getLogger() noexcept { return &logger_finder.logger; }
-
-// Registration `index` recorded by the registry; returns how many there are.
-SHIM_API int32_t shim_registered(int32_t index, const char** name, const char** version, const char** ns) {
-  const auto count = static_cast<int32_t>(recording_registry.entries.size());
-  if (index >= 0 && index < count) {
-    *name = recording_registry.entries[index].name.c_str();
-    *version = recording_registry.entries[index].version.c_str();
-    *ns = recording_registry.entries[index].plugin_namespace.c_str();
-  }
-  return count;
-}
-
 SHIM_API int shim_open(const char* path, char* error, size_t error_size) {
   void* library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (library == nullptr) {
@@ -248,6 +207,7 @@ SHIM_API int shim_open(const char* path, char* error, size_t error_size) {
     return -1;
   }
   // loadLibrary's order: the logger first, then the creators.
+  plugins_set_logger_finder = set_logger_finder;
   set_logger_finder(&logger_finder);
   creators = get_creators(creator_count);
   get_plugin_creators(plugin_creator_count);
@@ -257,8 +217,21 @@ SHIM_API int shim_open(const char* path, char* error, size_t error_size) {
 SHIM_API int32_t shim_creator_count() { return creator_count; }
 SHIM_API int32_t shim_plugin_creator_count() { return plugin_creator_count; }
 
-SHIM_API void shim_take_log(char* buffer, size_t size) {
-  std::snprintf(buffer, size, "%s", logger_finder.logger.take().c_str());
+SHIM_API void shim_take_log(char* buffer, size_t size) { std::snprintf(buffer, size, "%s", log_lines.take().c_str()); }
+
+// What the plugins read to tell TensorRT 10's logger finder from 11's: the major version of the
+// library that defines the finder, this one.
+extern "C" int32_t getInferLibMajorVersion() noexcept { return played_major; }
+
+// Play TensorRT `major` (0: a library that is not TensorRT): hand the plugins this major's logger
+// finder, as a loadLibrary of that TensorRT would.
+SHIM_API void shim_play_tensorrt(int32_t major) {
+  played_major = major;
+  if (major >= 11) {
+    plugins_set_logger_finder(reinterpret_cast<nvinfer1::ILoggerFinder*>(&versioned_logger_finder));
+  } else {
+    plugins_set_logger_finder(&logger_finder);
+  }
 }
 
 // The creator's interface kind and major version, and (for IPluginCreatorV3One) its identity.
