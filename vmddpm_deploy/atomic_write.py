@@ -25,9 +25,18 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     return path
+
+
+def _remove(tmp: Path) -> None:
+    """Remove the temporary file if it is there; cleaning up never hides the error being handled
+    (under a path whose parent is a regular file, ``unlink`` raises NotADirectoryError)."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
