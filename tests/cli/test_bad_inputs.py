@@ -264,11 +264,17 @@ def test_sample_huge_n_is_one_line(files, tmp_path):
     assert not out.exists()
 
 
-def test_train_resume_from_a_code_running_train_state(files, tmp_path):
+@pytest.mark.parametrize("state", ["code-running pickle", "truncated"])
+def test_train_resume_from_a_bad_train_state(files, tmp_path, state):
     out = tmp_path / "ckpt.pt"
     out.write_bytes(b"previous checkpoint")
     sentinel = tmp_path / "SENTINEL"
-    torch.save({"format": RunsCode(sentinel)}, out.with_name("ckpt.pt.train-state"))
+    path = out.with_name("ckpt.pt.train-state")
+    if state == "truncated":
+        torch.save({"format": "vmddpm-deploy-train-state/1", "losses": torch.zeros(100)}, path)
+        path.write_bytes(path.read_bytes()[:-200])
+    else:
+        torch.save({"format": RunsCode(sentinel)}, path)
     result = invoke("train", "--data", "bundled", "-o", out, "--resume", "--device", "cpu")
     assert_one_error_line(result, 4, "is not a readable train state")
     assert not sentinel.exists()
