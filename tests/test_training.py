@@ -133,21 +133,22 @@ def test_kill_9_during_a_checkpoint_write_then_resume_follows_the_same_loss_curv
     import time
     from pathlib import Path
 
-    from tests.cli.runner import invoke
-
     config = tmp_path / "micro32.json"
     config.write_text(json.dumps(micro_config.to_dict() | {"image_size": 32}))
     run = ("--data", "bundled", "--config", config, "--steps", 3, "--checkpoint-every", 1, "--batch-size", 2,
            "--device", "cpu", "--quiet")
 
-    straight = tmp_path / "straight" / "ckpt.pt"
-    result = invoke("train", *run, "-o", straight)
-    assert result.exit_code == 0, result.output
+    runner, root = Path(__file__).parent / "train_kill_runner.py", Path(__file__).parents[1]
+
+    def train_command(pause: int, *args) -> list[str]:  # every run in a fresh process, as a user runs them
+        return [sys.executable, str(runner), str(pause), str(marker), "train", *map(str, args)]
 
     out, marker = tmp_path / "killed" / "ckpt.pt", tmp_path / "in-flight"
-    runner = Path(__file__).parent / "train_kill_runner.py"
-    command = [sys.executable, str(runner), str(pause_at), str(marker), "train", *map(str, run), "-o", str(out)]
-    process = subprocess.Popen(command, cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    straight = tmp_path / "straight" / "ckpt.pt"
+    done = subprocess.run(train_command(0, *run, "-o", straight), cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    process = subprocess.Popen(train_command(pause_at, *run, "-o", out), cwd=root, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -162,9 +163,10 @@ def test_kill_9_during_a_checkpoint_write_then_resume_follows_the_same_loss_curv
         assert [row[0] for row in csv.reader(handle)] == ["step", "1"]
     assert any(p.name.startswith(in_flight) for p in out.parent.iterdir())  # the write's remains
 
-    result = invoke("train", "--data", "bundled", "-o", out, "--resume", "--device", "cpu", "--quiet")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output.strip().splitlines()[-1])["steps"] == 3
+    done = subprocess.run(train_command(0, "--data", "bundled", "-o", out, "--resume", "--device", "cpu", "--quiet"),
+                          cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["steps"] == 3
     assert loss_log_path(out).read_bytes() == loss_log_path(straight).read_bytes()  # the same curve, to the byte
     a, b = load_checkpoint(straight), load_checkpoint(out)
     assert all(torch.equal(a.model[key], b.model[key]) and torch.equal(a.ema[key], b.ema[key]) for key in a.model)

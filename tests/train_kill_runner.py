@@ -3,7 +3,7 @@ kill -9 test: the Nth ``os.fsync`` (every atomic write calls it once, after the 
 temporary file and before the rename) writes the file named by $PAUSE_MARKER and sleeps, so the
 test can SIGKILL the process while that write is in flight.
 
-Usage: python tests/train_kill_runner.py N MARKER train --data ... (the CLI's arguments)
+Usage: python tests/train_kill_runner.py N MARKER train --data ... (the CLI's arguments); N = 0 never pauses.
 """
 
 from __future__ import annotations

@@ -127,9 +127,9 @@ CASES = [
     # check
     *[case("check", kind, 4, phrase, "{%s}" % name) for kind, name, phrase in CHECKPOINT_FILES],
     *[case("check", kind, 8, phrase, "{%s}" % name) for kind, name, phrase in TAMPERED_EXPORTS],
-    case("check", "zero count", 2, "--batch must be between 1 and", "{export}", "--batch", "0"),
-    case("check", "negative count", 2, "--batch must be between 1 and", "{export}", "--batch", "-3"),
-    case("check", "huge count", 2, "--batch must be between 1 and", "{export}", "--batch", "100000000"),
+    case("check", "zero count", 2, "--batch must be at least 1 and at most", "{export}", "--batch", "0"),
+    case("check", "negative count", 2, "--batch must be at least 1 and at most", "{export}", "--batch", "-3"),
+    case("check", "huge count", 2, "--batch must be at least 1 and at most", "{export}", "--batch", "100000000"),
     case("check", "empty list", 2, "--backends needs at least one value", "{export}", "--backends", ","),
     # build-engine
     case("build-engine", "missing", 8, "export directory not found", "{nothing}"),
@@ -284,19 +284,6 @@ def test_train_resume_from_a_bad_train_state(files, tmp_path, state):
 def test_doctor_with_a_bad_ops_setting(monkeypatch):
     monkeypatch.setenv("VMDDPM_OPS", "fastest")
     assert_one_error_line(invoke("doctor"), 3, "VMDDPM_OPS='fastest' is not one of")
-
-
-def test_doctor_with_a_png_as_the_native_library_reports_it(monkeypatch, files):
-    from vmddpm_deploy.ops import native_library
-
-    monkeypatch.setenv("VMDDPM_OPS_LIB", str(files["picture.pt"]))
-    native_library.reset()
-    try:
-        result = invoke("doctor")
-    finally:
-        monkeypatch.delenv("VMDDPM_OPS_LIB")
-        native_library.reset()
-    assert result.exit_code == 0 and "not loaded" in result.output and "Traceback" not in result.output
 
 
 # --- full disk and Ctrl-C: raised from inside the library, in-process ----------------------------------------

@@ -121,7 +121,7 @@ def run_check(source: DenoiserSource, rows: list[str], batch: int, device: str =
     if source.manifest is None:
         raise InvalidArgumentError(f"check compares the graphs of an export directory; {source.path} is not one")
     if not 1 <= batch <= MAX_CHECK_BATCH:
-        raise InvalidArgumentError(f"--batch must be between 1 and {MAX_CHECK_BATCH}, got {batch}")
+        raise InvalidArgumentError(f"--batch must be at least 1 and at most {MAX_CHECK_BATCH}, got {batch}")
     unknown = [row for row in rows if row not in TOLERANCES or row not in BACKENDS]
     if unknown:
         choices = ", ".join(name for name in TOLERANCES if name in BACKENDS)
