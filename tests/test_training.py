@@ -113,3 +113,61 @@ def test_bfloat16_autocast_follows_the_fp32_loss_curve(tmp_path, micro_config):
     bf16 = train(blobs(), tmp_path / "b.pt", dataclasses.replace(SETTINGS, steps=3, amp=True), micro_config)
     np.testing.assert_allclose(bf16.losses, fp32.losses, rtol=3e-2)  # bf16 tolerance
     assert bf16.losses != fp32.losses  # autocast really ran in bfloat16
+
+
+@pytest.mark.parametrize(
+    "pause_at,in_flight",
+    [(4, ".ckpt.pt.train-state.tmp-"),  # the 2nd checkpoint's train state: every file still at step 1
+     (5, ".ckpt.pt.tmp-")],  # its ckpt.pt: the train state already at step 2, ckpt.pt and the log at step 1
+)
+def test_kill_9_during_a_checkpoint_write_then_resume_follows_the_same_loss_curve(
+    tmp_path, micro_config, pause_at, in_flight
+):
+    """A real `train` subprocess is SIGKILLed inside a checkpoint write (tests/train_kill_runner.py
+    pauses in the Nth atomic write, after the temporary file is written and before its rename)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    config = tmp_path / "micro32.json"
+    config.write_text(json.dumps(micro_config.to_dict() | {"image_size": 32}))
+    run = ("--data", "bundled", "--config", config, "--steps", 3, "--checkpoint-every", 1, "--batch-size", 2,
+           "--device", "cpu", "--quiet")
+
+    runner, root = Path(__file__).parent / "train_kill_runner.py", Path(__file__).parents[1]
+
+    def train_command(pause: int, *args) -> list[str]:  # every run in a fresh process, as a user runs them
+        return [sys.executable, str(runner), str(pause), str(marker), "train", *map(str, args)]
+
+    out, marker = tmp_path / "killed" / "ckpt.pt", tmp_path / "in-flight"
+    straight = tmp_path / "straight" / "ckpt.pt"
+    done = subprocess.run(train_command(0, *run, "-o", straight), cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    process = subprocess.Popen(train_command(pause_at, *run, "-o", out), cwd=root, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), process.communicate(timeout=5)[0].decode()[-2000:] if process.poll() is not None else "timeout"
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    assert in_flight in marker.read_text()  # the kill hit that write
+
+    # The previous checkpoint is intact: it loads, at step 1 like the log beside it.
+    assert load_checkpoint(out).config.image_size == 32
+    with open(loss_log_path(out)) as handle:
+        assert [row[0] for row in csv.reader(handle)] == ["step", "1"]
+    assert any(p.name.startswith(in_flight) for p in out.parent.iterdir())  # the write's remains
+
+    done = subprocess.run(train_command(0, "--data", "bundled", "-o", out, "--resume", "--device", "cpu", "--quiet"),
+                          cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["steps"] == 3
+    assert loss_log_path(out).read_bytes() == loss_log_path(straight).read_bytes()  # the same curve, to the byte
+    a, b = load_checkpoint(straight), load_checkpoint(out)
+    assert all(torch.equal(a.model[key], b.model[key]) and torch.equal(a.ema[key], b.ema[key]) for key in a.model)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ckpt.pt", "ckpt.pt.loss.csv", "ckpt.pt.train-state"]

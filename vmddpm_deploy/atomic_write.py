@@ -7,6 +7,7 @@ is atomic) and is renamed over the target; on any failure the temporary file is 
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -14,10 +15,21 @@ from typing import BinaryIO, Callable
 from vmddpm_deploy.errors import OutputError
 
 
+_TMP_PREFIX = ".{name}.tmp-"  # + the writer's pid
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Remove the temporary files a killed writer of ``path`` left beside it (``kill -9`` mid-write
+    leaves the target intact but its temporary file behind). Call only while no one else writes ``path``."""
+    path = Path(path)
+    for stale in path.parent.glob(f"{glob.escape(_TMP_PREFIX.format(name=path.name))}*"):
+        _remove(stale)
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(handle)`` on a temporary file, then rename it to ``path``."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{_TMP_PREFIX.format(name=path.name)}{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
             write(handle)
@@ -25,9 +37,18 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     return path
+
+
+def _remove(tmp: Path) -> None:
+    """Remove the temporary file if it is there; cleaning up never hides the error being handled
+    (under a path whose parent is a regular file, ``unlink`` raises NotADirectoryError)."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass

@@ -8,6 +8,8 @@ never leaves a half-written file under the real name.
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,11 +65,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # arbitrary bytes make torch.load raise almost any type
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first_line[:160]})") from None
+    payload = load_weights_only(path, "checkpoint")
     if not isinstance(payload, dict) or "format" not in payload:
         raise CheckpointError(f"{path} is not a vmddpm-deploy checkpoint (no 'format' entry)")
     if payload["format"] != FORMAT:
@@ -85,6 +83,28 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     checkpoint = Checkpoint(config, schedule, payload["model"], payload.get("ema"))
     _check_weights(checkpoint, path)
     return checkpoint
+
+
+def load_weights_only(path: Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU; CheckpointError naming ``what`` when the file
+    is not one (truncated, another format, or a pickle that asks for code to run, which is refused
+    and never executed). torch's warnings about the pickle are kept off the console."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's text advises weights_only=False, which is what must not be done with such a file.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")), "")
+        detail = detail.replace("WeightsUnpickler error: ", "").split(". Please use")[0]
+        raise CheckpointError(
+            f"{path} is not a readable {what}: it is not a torch file of tensors, or it holds Python objects "
+            f"that are never unpickled" + (f" ({detail[:160]})" if detail else "")
+        ) from None
+    except Exception as exc:  # arbitrary bytes make torch.load raise almost any type
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable {what} ({first_line[:160]})") from None
 
 
 def _check_weights(checkpoint: Checkpoint, path: Path) -> None:

@@ -91,16 +91,18 @@ def run_demo(
         if on_progress is not None:
             on_progress(task, advance, total)
 
-    prepare_output_dir(out)
     seconds: dict[str, float] = {}
     notes: list[str] = []
 
     clock = time.perf_counter()
+    if settings.checkpoint is None and not DEMO_CHECKPOINT.is_file():
+        prepare_output_dir(out)  # the untrained checkpoint is written into it
     checkpoint_path = _checkpoint_path(out, settings, notes)
-    plan = plan_job(  # fails on a bad checkpoint or sampler setting before any work
+    plan = plan_job(  # fails on a bad checkpoint or sampler setting before any work, and before --out is made
         checkpoint_path, n=settings.n, sampler=settings.sampler, steps=settings.steps, eta=0.0, seed=settings.seed,
         image_format="npz",
     )
+    prepare_output_dir(out)
     source, config = plan.source, plan.source.config
     seconds["checkpoint"] = time.perf_counter() - clock
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+from PIL import Image
+
 from tests.cli.runner import invoke
 
 
@@ -14,15 +18,19 @@ def test_doctor_reports_native_kernels():
     assert expected in result.output
 
 
-def test_doctor_says_when_the_native_library_is_missing(monkeypatch, tmp_path):
+@pytest.mark.parametrize("library", ["missing", "a PNG"])
+def test_doctor_says_when_the_native_library_is_missing_or_not_one(monkeypatch, tmp_path, library):
     from vmddpm_deploy.ops import native_library
 
-    monkeypatch.setenv("VMDDPM_OPS_LIB", str(tmp_path / "missing.so"))
+    path = tmp_path / "libvmddpm_ops.so"
+    if library == "a PNG":
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(path, format="PNG")
+    monkeypatch.setenv("VMDDPM_OPS_LIB", str(path))
     native_library.reset()
     try:
         result = invoke("doctor")
     finally:
         monkeypatch.delenv("VMDDPM_OPS_LIB")
         native_library.reset()
-    assert result.exit_code == 0
+    assert result.exit_code == 0 and "Traceback" not in result.output
     assert "not loaded" in result.output and "reference" in result.output

@@ -4,6 +4,7 @@ consoles, progress bars, option parsing and the choice enums (derived from the l
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -43,19 +44,42 @@ console = Console(stderr=True)
 def reports_errors(command):
     """Turn library errors into one line and an exit code (and Ctrl-C into exit 130)."""
 
+    def fail(exc: VmddpmError):
+        # escape(): messages quote paths and commands ("vmddpm-deploy[tensorrt]") that rich would eat as markup.
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return typer.Exit(exc.exit_code)
+
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except VmddpmError as exc:
-            # escape(): messages quote paths and commands ("vmddpm-deploy[tensorrt]") that rich would eat as markup.
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            raise fail(exc) from None
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise fail(out_of_memory_error(exc)) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: files written so far are complete")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A host or GPU allocation failed (torch raises RuntimeError on the CPU, OutOfMemoryError on CUDA)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
+def out_of_memory_error(exc: BaseException) -> InvalidArgumentError:
+    """A count too large for this machine's memory is an argument out of range (exit 2)."""
+    tried = re.search(r"tried to allocate ([0-9.]+ ?[A-Za-z]+)", str(exc))
+    detail = f" (tried to allocate {tried.group(1)})" if tried else ""
+    return InvalidArgumentError(
+        f"out of memory{detail}; lower the batch size or count given (--batch-size, --batch-sizes, "
+        f"--batch, --n)"
+    )
 
 
 def _version(value: bool) -> None:

@@ -43,6 +43,7 @@ def evaluate(
         EXTRACTOR_SHA256,
         FID_RECOMMENDED_IMAGES,
         InceptionFeatureExtractor,
+        check_counts,
         evaluate_sets,
         open_image_set,
         parse_metrics,
@@ -50,6 +51,7 @@ def evaluate(
     )
 
     metrics = parse_metrics(parse_csv(metric, "--metric"))
+    check_counts(batch_size, kid_subsets, kid_subset_size, metrics)  # before any set is read or bar drawn
     generated_set = open_image_set(generated)
     _, height, width = generated_set.shape
     real_set = open_image_set(real, size_hint=height if height == width else None)

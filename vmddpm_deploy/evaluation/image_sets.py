@@ -18,6 +18,8 @@ like every FID tool's image loader does; alpha channels are dropped.
 from __future__ import annotations
 
 import hashlib
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -163,7 +165,7 @@ def _npz_set(source: str, root: Path, paths: list[Path]) -> ImageSet:
                         f"`sample --format npz` output, or bundled:heldout for the bundled slices"
                     )
                 images = npz["images"]
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # truncated or not a zip
             raise DataError(f"cannot read {path} as an .npz file ({str(exc).splitlines()[0][:120]})") from None
         blocks.append(images_to_uint8(images, str(path)))
     shapes = {block.shape[1:] for block in blocks}

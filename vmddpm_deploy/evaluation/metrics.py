@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,16 @@ def require_images(generated: ImageSet, real: ImageSet, metrics: tuple[str, ...]
             )
 
 
+def check_counts(batch_size: int, kid_subsets: int, kid_subset_size: int, metrics: Sequence[str] = ("kid",)) -> None:
+    """InvalidArgumentError for a count no evaluation can run with, before any features are extracted."""
+    if batch_size < 1:
+        raise InvalidArgumentError(f"--batch-size must be at least 1, got {batch_size}")
+    if "kid" in metrics and (kid_subsets < 1 or kid_subset_size < 2):
+        raise InvalidArgumentError(
+            f"KID needs --kid-subsets >= 1 and --kid-subset-size >= 2, got {kid_subsets} and {kid_subset_size}"
+        )
+
+
 def evaluate_sets(
     generated: ImageSet,
     real: ImageSet,
@@ -88,8 +98,7 @@ def evaluate_sets(
     ``on_images(k)`` reports feature-extraction progress in images (of ``len(generated) + len(real)``).
     """
     metrics = parse_metrics(list(metrics))
-    if batch_size < 1:
-        raise InvalidArgumentError(f"--batch-size must be at least 1, got {batch_size}")
+    check_counts(batch_size, kid_subsets, kid_subset_size, metrics)
     require_images(generated, real, metrics)
     extractor = extractor or InceptionFeatureExtractor()
     start = time.perf_counter()

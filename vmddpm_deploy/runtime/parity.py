@@ -108,6 +108,10 @@ def compare(eps: torch.Tensor, reference: torch.Tensor, atol: float, rtol: float
     }
 
 
+#: One test batch is enough to compare backends; a larger one only risks running out of memory.
+MAX_CHECK_BATCH = 256
+
+
 def run_check(source: DenoiserSource, rows: list[str], batch: int, device: str = "cpu",
               checkpoint: str | os.PathLike | None = None) -> list[dict]:
     """Compare each row's eps with torch fp32 on the same inputs; one dict per row.
@@ -116,8 +120,8 @@ def run_check(source: DenoiserSource, rows: list[str], batch: int, device: str =
     """
     if source.manifest is None:
         raise InvalidArgumentError(f"check compares the graphs of an export directory; {source.path} is not one")
-    if batch < 1:
-        raise InvalidArgumentError(f"--batch must be at least 1, got {batch}")
+    if not 1 <= batch <= MAX_CHECK_BATCH:
+        raise InvalidArgumentError(f"--batch must be at least 1 and at most {MAX_CHECK_BATCH}, got {batch}")
     unknown = [row for row in rows if row not in TOLERANCES or row not in BACKENDS]
     if unknown:
         choices = ", ".join(name for name in TOLERANCES if name in BACKENDS)

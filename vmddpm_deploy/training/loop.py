@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vmddpm_deploy.atomic_write import write_atomic
+from vmddpm_deploy.atomic_write import remove_stale_temporaries, write_atomic
 from vmddpm_deploy.checkpoint import Checkpoint, init_checkpoint, save_checkpoint
 from vmddpm_deploy.data.batches import step_draws, stream_seed
 from vmddpm_deploy.data.dataset import ImageDataset
@@ -110,6 +110,8 @@ def train(
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {output.parent}: {exc.strerror or exc}") from None
+    for path in (train_state_path(output), output, loss_log_path(output)):
+        remove_stale_temporaries(path)  # what a kill -9 during an earlier checkpoint write left
 
     run = _Run(config, schedule, dataset, settings, device)
     if state is None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from vmddpm_deploy.checkpoint import load_weights_only
 from vmddpm_deploy.errors import CheckpointError, ConfigError, OutputError
 from vmddpm_deploy.model import ModelConfig
 
@@ -41,6 +40,9 @@ def check_new_output(output: Path, force: bool) -> None:
     """OutputError unless ``output`` can start a new run (free, or ``force`` to replace a run)."""
     if output.is_dir():
         raise OutputError(f"{output} is a directory; give a file name such as {output / 'ckpt.pt'}")
+    blocker = next((parent for parent in output.parents if parent.exists()), None)
+    if blocker is not None and not blocker.is_dir():  # checked here, before a long data load
+        raise OutputError(f"cannot create {output.parent}: {blocker} is a file, not a directory")
     existing = [p for p in (output, train_state_path(output)) if p.exists()]
     if existing and not force:
         raise OutputError(f"{existing[0]} already exists; pass --resume to continue that run or --force to start over")
@@ -53,11 +55,7 @@ def load_train_state(output: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"cannot resume: {path} not found (it is written beside {output.name} at every checkpoint)"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  arbitrary bytes make torch.load raise almost any type
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is not a readable train state ({first[:160]})") from None
+    state = load_weights_only(path, "train state")
     if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
         raise CheckpointError(f"{path} is not a {TRAIN_STATE_FORMAT} train state")
     return state
