@@ -255,8 +255,6 @@ def test_the_code_running_pickle_really_runs_code_when_unpickled_unsafely(files,
     assert sentinel.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="sample --n 10**20: OverflowError in jobs/__init__.py (len() of the shard's "
-                   "index range), exit 1 with a traceback; jobs/ is issue 18 parts 1-3's")
 def test_sample_huge_n_is_one_line(files, tmp_path):
     out = tmp_path / "out"
     result = invoke("sample", files["micro.pt"], "--n", 10**20, "--steps", 1, "--out", out)

@@ -19,6 +19,10 @@ from vmddpm_deploy.cli.app import (
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 from vmddpm_deploy.jobs.output_dir import IMAGE_FORMATS
 
+#: The largest job one directory holds: its indices are listed in progress.json (and held in memory
+#: while it runs), about 100 MB at this size.
+MAX_IMAGES = 10_000_000
+
 
 @app.command()
 @reports_errors
@@ -89,6 +93,10 @@ def sample(
 
     if n < 1:
         raise InvalidArgumentError(f"--n must be at least 1, got {n}")
+    if n > MAX_IMAGES:
+        raise InvalidArgumentError(
+            f"--n must be at most {MAX_IMAGES:,}, got {n}; split a larger job over several --out directories"
+        )
     if batch_size is not None and batch_size < 1:
         raise InvalidArgumentError(f"--batch-size must be at least 1, got {batch_size}")
     if not 0 <= seed < 2**64:
