@@ -56,3 +56,28 @@ def test_another_batch_size_stays_within_float_rounding(exported, other_batch):
     full = denoiser(x, t)
     part = denoiser(x[:other_batch], t[:other_batch])
     torch.testing.assert_close(part, full[:other_batch], rtol=1e-5, atol=1e-5)
+
+
+def test_every_cpu_backend_writes_the_same_files_for_any_split(exported, tmp_path):
+    """The end-to-end consequence, per backend: a full run and a 3-way split at one batch size."""
+    from vmddpm_deploy.diffusion import make_sampler
+    from vmddpm_deploy.jobs.output_dir import SampleJob
+    from vmddpm_deploy.jobs.spec import JobSettings, Shard
+
+    n, batch_size = 5, 2
+    for name, denoiser, kernels in backends(exported):
+        sampler = make_sampler("ddim", open_source(exported[0]).schedule, 3, eta=0.5)
+
+        def run(out, shard):
+            settings = JobSettings("f" * 64, n, "ddim", 3, 0.5, 4, "png", shard, batch_size)
+            if kernels is None:
+                return SampleJob(out, settings, resume=False).run(denoiser, sampler, (1, 8, 8))
+            with dispatch.using(kernels):
+                return SampleJob(out, settings, resume=False).run(denoiser, sampler, (1, 8, 8))
+
+        full, split = tmp_path / name / "full", tmp_path / name / "split"
+        run(full, Shard())
+        for index in range(3):
+            run(split, Shard(index, 3))
+        for i in range(n):
+            assert (split / f"{i:05d}.png").read_bytes() == (full / f"{i:05d}.png").read_bytes(), (name, i)
