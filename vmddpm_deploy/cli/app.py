@@ -4,13 +4,15 @@ consoles, progress bars, option parsing and the choice enums (derived from the l
 from __future__ import annotations
 
 import functools
+import sys
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -31,22 +33,55 @@ from vmddpm_deploy.model.config import DEFAULT_PRESET_NAME, PRESETS, ModelConfig
 from vmddpm_deploy.ops.scan_orders import SCAN_ORDERS
 from vmddpm_deploy.runtime.source import SAMPLING_BACKENDS
 
+console = Console(stderr=True)
+
+
+def print_error(message: str) -> None:
+    # escape(): messages quote paths and commands ("vmddpm-deploy[tensorrt]") that rich would eat as markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+#: click's ClickException, of the click that Typer runs on (Typer >= 0.29 carries its own copy of
+#: click, so the name is reached through a public Typer exception rather than ``import click``).
+_CLICK_EXCEPTION = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException")
+
+
+class OneLineUsageErrors(TyperGroup):
+    """Click reports a value it cannot parse (``--n ten``, an unknown ``--sampler``, a missing SRC)
+    in a usage box of several lines; here it is one ``error:`` line and exit 2, like every other
+    bad input. Help (``--help``, or no arguments at all) prints as usual."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except _CLICK_EXCEPTION as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # the help text itself
+            else:
+                print_error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)  # typer.Exit(code) arrives as its code
+
+
 app = typer.Typer(
     name="vmddpm-deploy",
     help="Export, accelerate and sample VM-DDPM (Vision Mamba diffusion) medical image models.",
+    cls=OneLineUsageErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 
 
 def reports_errors(command):
     """Turn library errors into one line and an exit code (and Ctrl-C into exit 130)."""
 
     def fail(exc: VmddpmError):
-        # escape(): messages quote paths and commands ("vmddpm-deploy[tensorrt]") that rich would eat as markup.
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         return typer.Exit(exc.exit_code)
 
     @functools.wraps(command)
