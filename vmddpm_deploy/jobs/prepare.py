@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vmddpm_deploy.diffusion import Denoiser, Sampler, make_sampler
 from vmddpm_deploy.errors import ArtifactError
