@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -16,6 +17,15 @@ from vmddpm_deploy.errors import OutputError
 
 
 _TMP_PREFIX = ".{name}.tmp-"  # + the writer's pid
+
+
+def temporaries(directory: str | os.PathLike) -> Iterator[tuple[Path, str]]:
+    """Every temporary file :func:`write_atomic` made in ``directory`` and not renamed (yet), with
+    the name of the file it was for."""
+    for tmp in Path(directory).glob(".*.tmp-*"):
+        target, _, pid = tmp.name[1:].rpartition(".tmp-")
+        if target and pid.isdigit():
+            yield tmp, target
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> None:

@@ -85,7 +85,7 @@ def generate(
     image_shape: tuple[int, int, int],
     batch_size: int,
     device: str | torch.device = "cpu",
-    on_step: Callable[[int], None] | None = None,
+    on_step: Callable[[float], None] | None = None,
     prefetch_noise: bool | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yield ``(indices, x0)`` per batch; x0: (len(indices), C, H, W) float32 in about [-1, 1].

@@ -232,3 +232,40 @@ def test_resume_trusts_only_files_on_disk(tmp_path, denoiser, sampler):
 def test_shard_parse(text, index, count):
     assert Shard.parse(text) == Shard(index, count)
     assert list(Shard(index, count).indices(9)) == [i for i in range(9) if i % count == index]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_merged_file_without_its_progress_file_is_never_taken_for_this_runs(tmp_path, denoiser, sampler, resume):
+    run(tmp_path / "o", denoiser, sampler, n=3)
+    (tmp_path / "o" / "progress.json").unlink()
+    (tmp_path / "o" / "samples.json").unlink()
+    merged = (tmp_path / "o" / "samples.npz").read_bytes()
+    with pytest.raises(OutputError, match="samples" if resume else "already holds"):
+        SampleJob(tmp_path / "o", settings(n=3), resume=resume)
+    assert (tmp_path / "o" / "samples.npz").read_bytes() == merged
+
+
+@pytest.mark.parametrize(
+    "progress,phrase",
+    [
+        ({"format": "vmddpm-deploy-samples/1", "settings": {}, "done": []}, "older vmddpm-deploy"),
+        ({"format": "vmddpm-deploy-samples/2", "settings": {}, "done": ["a"]}, "no list of done indices"),
+        ({"format": "vmddpm-deploy-samples/2", "done": [0]}, "no settings"),
+        ([1, 2], "is not a vmddpm-deploy-samples/2 progress file"),
+    ],
+)
+def test_unusable_progress_files_are_one_line(tmp_path, progress, phrase):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "progress.json").write_text(json.dumps(progress))
+    with pytest.raises(OutputError, match=phrase):
+        SampleJob(out, settings(n=3), resume=True)
+
+
+def test_a_shard_with_another_seed_is_refused_and_other_json_files_are_ignored(tmp_path, denoiser, sampler):
+    run(tmp_path / "o", denoiser, sampler, n=4, shard=Shard(0, 2))
+    (tmp_path / "o" / "progress-notes.json").write_text("not ours")
+    other_seed = JobSettings("f" * 64, 4, "ddim", 4, 0.5, 12, "npz", Shard(1, 2), 2)
+    with pytest.raises(InvalidArgumentError, match=r"seed 11 \(progress.shard-0-of-2.json\), this one would use 12"):
+        SampleJob(tmp_path / "o", other_seed, resume=False)
+    assert SampleJob(tmp_path / "o", settings(n=4, shard=Shard(1, 2)), resume=False).todo == [1, 3]

@@ -154,10 +154,10 @@ def test_a_stopped_worker_keeps_a_resumable_directory(tmp_path, micro_ckpt):
 
     out = tmp_path / "o"
     worker = ShardWorker()
-    done, backend = worker.prepare(
+    done, backend, batch_size = worker.prepare(
         str(micro_ckpt), "auto", "cpu", str(out), settings(micro_ckpt, shard=Shard(0, 2)), False, 1
     )
-    assert (done, backend) == (0.0, "torch")
+    assert (done, backend) == (0.0, "torch") and batch_size == 2
     worker._job.denoiser = StopAfter(worker._job.denoiser, 3 + 1)
     assert worker.run() is None
     assert worker.completed() == pytest.approx(2.0)  # batch 1; the stop is seen at the end of batch 2's step 1

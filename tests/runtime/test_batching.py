@@ -108,3 +108,10 @@ def test_a_batch_size_the_backend_refuses_fails_before_writing(static_export, tm
     assert result.exit_code == InvalidArgumentError.exit_code
     assert "--batch-size 8 is larger than this backend takes (at most 4)" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_a_given_batch_size_is_kept_even_above_n():
+    """The images depend on the batch size (every batch is padded to it), so the one the user gave
+    is the one a small job runs with too: --n 10 and --n 1000 at --batch-size 16 agree on 0..9."""
+    assert resolve_batch_size(lambda x, t: x, 16, 5) == 16
+    assert resolve_batch_size(lambda x, t: x, None, 5) == 5  # the default still fits the job

@@ -109,7 +109,7 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 def out_of_memory_error(exc: BaseException) -> InvalidArgumentError:
     """A count too large for this machine's memory is an argument out of range (exit 2)."""
-    tried = re.search(r"tried to allocate ([0-9.]+ ?[A-Za-z]+)", str(exc))
+    tried = re.search(r"tried to allocate ([0-9.]+ ?[A-Za-z]+)", str(exc), re.IGNORECASE)  # CUDA: "Tried"
     detail = f" (tried to allocate {tried.group(1)})" if tried else ""
     return InvalidArgumentError(
         f"out of memory{detail}; lower the batch size or count given (--batch-size, --batch-sizes, "

@@ -42,7 +42,7 @@ def sample(
             "TensorRT engine's --max-batch, a --batch-dim K export's K), else 16."
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Run seed; sample i depends only on (seed, i).")] = 0,
+    seed: Annotated[int, typer.Option(help="Run seed; sample i's noise depends only on (seed, i).")] = 0,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("samples"),
     image_format: Annotated[
         ImageFormat,

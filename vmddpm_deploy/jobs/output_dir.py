@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from vmddpm_deploy import __version__
-from vmddpm_deploy.atomic_write import write_atomic
+from vmddpm_deploy.atomic_write import temporaries, write_atomic
 from vmddpm_deploy.diffusion import Denoiser, Sampler
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 from vmddpm_deploy.generation import CallTimer, generate
@@ -46,9 +46,12 @@ from vmddpm_deploy.outputs import (
 )
 from vmddpm_deploy.runtime.batching import fit_batches
 
-PROGRESS_FORMAT = "vmddpm-deploy-samples/1"
+#: /2: the settings hold the batch size, which the images depend on since every batch is padded to it.
+PROGRESS_FORMAT = "vmddpm-deploy-samples/2"
 #: ``.parts/FIRST-LAST.npz``: one batch of a stacked format, named after its first and last index.
 _PART_NAME = re.compile(r"(\d+)-(\d+)\.npz")
+#: ``00042.png``, ``00042.nii.gz``: one sample's file (outputs.sample_file_name).
+_SAMPLE_NAME = re.compile(r"(\d+)\.(?:png|nii\.gz)")
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,18 @@ def _read_progress(path: Path) -> dict[str, Any]:
         progress = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise OutputError(f"{path} is unreadable ({exc}); remove it to start over") from None
+    if isinstance(progress, dict) and progress.get("format") == "vmddpm-deploy-samples/1":
+        raise OutputError(
+            f"{path} is from an older vmddpm-deploy, whose images depended on how batches were composed; "
+            "finish that run with the version that started it, or start over in another --out"
+        )
     if not isinstance(progress, dict) or progress.get("format") != PROGRESS_FORMAT:
         raise OutputError(f"{path} is not a {PROGRESS_FORMAT} progress file")
-    if not isinstance(progress.get("settings"), dict) or not isinstance(progress.get("done"), list):
-        raise OutputError(f"{path} is unreadable (no settings or no done list); remove it to start over")
+    done = progress.get("done")
+    if not isinstance(progress.get("settings"), dict) or not isinstance(done, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in done
+    ):
+        raise OutputError(f"{path} is unreadable (no settings or no list of done indices); remove it to start over")
     return progress
 
 
@@ -122,19 +133,21 @@ class SampleJob:
                     f"{self.out} holds a run split into {count} shard(s) ({path.name}); continue it with "
                     f"the same split (--shard I/{count}, or --ray --workers {count}) or choose another --out"
                 )
-            if path == self.progress_path:
-                continue  # this shard's own file: --resume compares every setting
-            recorded = _recorded_settings(path).get("batch_size")
-            if recorded != self.settings.batch_size:
+            if match is None or path == self.progress_path:
+                continue  # not a shard's progress file; or this shard's own: --resume compares every setting
+            recorded, wanted = _recorded_settings(path), self.settings.to_dict()
+            changed = [key for key in wanted if key != "shard" and recorded.get(key) != wanted[key]]
+            if changed:
+                key = changed[0]
+                option = "--batch-size" if key == "batch_size" else key
                 raise InvalidArgumentError(
-                    f"{self.out} holds shards made with --batch-size {recorded} ({path.name}), this one would "
-                    f"use {self.settings.batch_size}; pass --batch-size {recorded} so the shards make the "
-                    "images of one run, or choose another --out"
+                    f"{self.out} holds shards made with {option} {recorded.get(key)} ({path.name}), this one would "
+                    f"use {wanted[key]}; give every shard of a job the same settings, or choose another --out"
                 )
 
     def _fresh(self) -> set[int]:
         self._refuse_other_splits()
-        if self.progress_path.exists() or self.summary_path.exists():
+        if self.progress_path.exists() or self.summary_path.exists() or self._merged_without_progress():
             raise OutputError(
                 f"{self.out} already holds this shard's samples; pass --resume to continue "
                 f"or choose another --out"
@@ -145,6 +158,11 @@ class SampleJob:
     def _resumed_indices(self) -> set[int]:
         self._refuse_other_splits()
         if not self.progress_path.exists():
+            if self._merged_without_progress():
+                raise OutputError(
+                    f"{self.out} holds {self._stacked_path.name} but no {self.progress_path.name} saying how it "
+                    "was made; move it away to make it again, or choose another --out"
+                )
             prepare_output_dir(self.out)
             return set()  # nothing to resume: start, as a fresh run would
         progress = _read_progress(self.progress_path)
@@ -158,6 +176,10 @@ class SampleJob:
                 f"{wanted[first]!r}; use the original settings or another --out"
             )
         return self._on_disk({int(i) for i in done})
+
+    def _merged_without_progress(self) -> bool:
+        """A merged file whose settings nothing records: it must not be mistaken for this run's."""
+        return self._format.stacked and self._stacked_path.exists() and not self.progress_path.exists()
 
     def _sample_path(self, index: int) -> Path:
         return self.out / sample_file_name(index, self.settings.n, self._format.suffix)
@@ -263,19 +285,16 @@ class SampleJob:
             path.unlink()
 
     def _remove_stale_temporaries(self) -> None:
-        """Remove the ``.NAME.tmp-PID`` files (:func:`write_atomic`'s) that a killed run of this shard
-        left beside this shard's files. Other shards' temporaries stay: they may be writing now."""
+        """Remove the temporaries (:func:`write_atomic`'s) that a killed run of this shard left beside
+        this shard's files. Other shards' temporaries stay: they may be writing now."""
         mine = set(self.settings.shard.indices(self.settings.n))
-        names = {self.progress_path.name, self.summary_path.name}
-        if self._format.stacked:
-            names.add(self._stacked_path.name)
-        else:
-            names.update(self._sample_path(i).name for i in mine)
-        for tmp in self.out.glob(".*.tmp-*"):
-            if tmp.name[1 : tmp.name.rindex(".tmp-")] in names:
+        own = {self.progress_path.name, self.summary_path.name, self._stacked_path.name}
+        for tmp, target in temporaries(self.out):
+            index = _SAMPLE_NAME.fullmatch(target)
+            if target in own or (index is not None and not self._format.stacked and int(index[1]) in mine):
                 tmp.unlink(missing_ok=True)
-        for tmp in self.parts_dir.glob(".*.tmp-*"):
-            part = _PART_NAME.fullmatch(tmp.name[1 : tmp.name.rindex(".tmp-")])
+        for tmp, target in temporaries(self.parts_dir):
+            part = _PART_NAME.fullmatch(target)
             if part is not None and int(part[1]) in mine:  # a part is named after its first index
                 tmp.unlink(missing_ok=True)
 

@@ -115,8 +115,9 @@ class ShardWorker:
     def prepare(
         self, source: str, backend: str, device: str, out: str, settings: JobSettings, resume: bool,
         threads: int,
-    ) -> tuple[float, str]:
-        """Load the denoiser and open the shard's output; returns (images already done, backend).
+    ) -> tuple[float, str, int]:
+        """Load the denoiser and open the shard's output; returns (images already done, backend,
+        batch size).
 
         ``backend`` may be ``auto``: it is resolved here, on the worker's node and device.
         """
@@ -130,7 +131,7 @@ class ShardWorker:
         plan = JobPlan(open_source(source), settings)  # this node's SRC, the driver's settings
         self._job = prepare_job(plan, Path(out), backend=backend, device=device, resume=resume)
         self._completed = float(len(settings.shard.indices(settings.n)) - len(self._job.output.todo))
-        return self._completed, self._job.backend
+        return self._completed, self._job.backend, self._job.plan.settings.batch_size
 
     def run(self) -> dict[str, Any] | None:
         """Sample every image the shard lacks; the shard's summary, or None when stopped."""
@@ -238,8 +239,16 @@ class RayJob:
                 )
                 for w, worker in enumerate(self._actors)
             ])
-            self.already_done = sum(done for done, _ in prepared)
-            self._backends = [backend for _, backend in prepared]
+            # Each worker resolves auto and the default batch size on its own node; shards of one job
+            # must share the batch size (the images depend on it).
+            sizes = sorted({size for _, _, size in prepared})
+            if len(sizes) > 1:
+                raise InvalidArgumentError(
+                    f"the Ray workers chose different batch sizes ({', '.join(map(str, sizes))}) on their nodes' "
+                    "backends; pass --batch-size (and --backend) so every shard makes the images of one run"
+                )
+            self.already_done = sum(done for done, _, _ in prepared)
+            self._backends = [backend for _, backend, _ in prepared]
             self._exit = stack.pop_all()
         return self
 

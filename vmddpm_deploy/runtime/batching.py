@@ -3,10 +3,10 @@
 A TensorRT engine takes the batches of its optimisation profile (``min_batch..max_batch``) and
 a graph exported with ``--batch-dim K`` takes exactly K; torch and dynamic-batch graphs take
 any. A backend with limits says so with a ``batch_range = (low, high)`` attribute. Sampling
-runs every batch of a job on such a backend: the default batch size is the profile's largest,
-and a batch below ``low`` (the last one of a job, or a small ``--batch-size``) is padded with
-zero rows whose outputs are dropped. Rows of the network never mix (GroupNorm and LayerNorm
-are per sample), so the padding changes no image beyond float rounding.
+runs every batch of a job on such a backend: the default batch size is the profile's largest.
+Every batch already has the job's batch size (:mod:`vmddpm_deploy.generation` pads it); one
+below ``low`` (a small ``--batch-size``) is padded further with zero rows whose outputs are
+dropped. Rows of the network never mix (GroupNorm and LayerNorm are per sample).
 """
 
 from __future__ import annotations
@@ -40,17 +40,18 @@ def check_batch(denoiser_name: str, accepted: tuple[int, int] | None, batch: int
 
 
 def resolve_batch_size(denoiser: Denoiser, requested: int | None, n: int) -> int:
-    """The batch size a job of ``n`` images runs with: ``requested``, else the backend's largest
-    (DEFAULT_BATCH_SIZE where it sets none); never more than ``n``."""
+    """The batch size a job of ``n`` images runs with: ``requested`` as given (the images depend on
+    it, so it is never changed behind the user's back), else the backend's largest
+    (DEFAULT_BATCH_SIZE where it sets none) but no more than ``n``."""
     accepted = batch_range(denoiser)
     if requested is None:
-        requested = accepted[1] if accepted is not None else DEFAULT_BATCH_SIZE
-    elif accepted is not None and requested > accepted[1]:
+        return max(1, min(accepted[1] if accepted is not None else DEFAULT_BATCH_SIZE, n))
+    if accepted is not None and requested > accepted[1]:
         raise InvalidArgumentError(
             f"--batch-size {requested} is larger than this backend takes (at most {accepted[1]}); "
             f"use --batch-size {accepted[1]} or leave it out"
         )
-    return max(1, min(requested, n))
+    return requested
 
 
 class PaddedDenoiser:

@@ -6,7 +6,6 @@
 //   vmddpm_host info --export-dir DIR
 //
 // Exit codes follow vmddpm_deploy.errors: 2 bad argument, 5 output, 8 artifact, 9 backend.
-#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
@@ -127,10 +126,9 @@ const EngineEntry& pick_engine(const Manifest& manifest, const std::string& requ
 int run_sample(Options& options) {
   const Manifest manifest = read_manifest(options.required("export-dir"));
   const uint64_t n = options.unsigned_int("n", 16, 1);
-  // Never more rows than images, as vmddpm_deploy.runtime.batching.resolve_batch_size: the batch
-  // size fixes the images (every batch is padded to it), so both sides must agree on it.
-  const int64_t batch_size =
-      static_cast<int64_t>(std::min<uint64_t>(options.unsigned_int("batch-size", 8, 1), n));
+  // Every batch is padded to this size and the images depend on it: to reproduce a Python run,
+  // pass the batch size its samples.json records.
+  const int64_t batch_size = static_cast<int64_t>(options.unsigned_int("batch-size", 8, 1));
   const int64_t steps = static_cast<int64_t>(options.unsigned_int("steps", 50, 1));
   const double eta = options.real("eta", 0.0);
   const std::string spacing = options.text("spacing", "leading");
