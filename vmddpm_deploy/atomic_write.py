@@ -7,7 +7,6 @@ is atomic) and is renamed over the target; on any failure the temporary file is 
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,8 +31,9 @@ def remove_stale_temporaries(path: str | os.PathLike) -> None:
     """Remove the temporary files a killed writer of ``path`` left beside it (``kill -9`` mid-write
     leaves the target intact but its temporary file behind). Call only while no one else writes ``path``."""
     path = Path(path)
-    for stale in path.parent.glob(f"{glob.escape(_TMP_PREFIX.format(name=path.name))}*"):
-        _remove(stale)
+    for stale, target in temporaries(path.parent):
+        if target == path.name:
+            _remove(stale)
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:

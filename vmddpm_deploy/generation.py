@@ -91,8 +91,9 @@ def generate(
     """Yield ``(indices, x0)`` per batch; x0: (len(indices), C, H, W) float32 in about [-1, 1].
 
     Every denoiser call has exactly ``batch_size`` rows: a short batch is padded with copies of its
-    last sample (see the module docstring). ``on_step(images)`` is called after every sampler step with the (fractional) number of
-    images that step completed, so a progress bar in images moves smoothly. ``prefetch_noise``
+    last sample (see the module docstring). ``on_step(images)`` is called after every sampler step
+    with the (fractional) number of images that step completed, so a progress bar in images moves
+    smoothly. ``prefetch_noise``
     draws each step's noise ahead on a thread (:class:`PrefetchedNoise`); None: on a GPU device
     only (on the CPU the draw would take cores from the denoiser).
     """

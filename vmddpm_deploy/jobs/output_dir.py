@@ -287,15 +287,19 @@ class SampleJob:
     def _remove_stale_temporaries(self) -> None:
         """Remove the temporaries (:func:`write_atomic`'s) that a killed run of this shard left beside
         this shard's files. Other shards' temporaries stay: they may be writing now."""
-        mine = set(self.settings.shard.indices(self.settings.n))
+        shard, n = self.settings.shard, self.settings.n
+
+        def mine(index: str) -> bool:  # without a set of every index: a job may hold millions
+            return int(index) < n and int(index) % shard.count == shard.index
+
         own = {self.progress_path.name, self.summary_path.name, self._stacked_path.name}
         for tmp, target in temporaries(self.out):
-            index = _SAMPLE_NAME.fullmatch(target)
-            if target in own or (index is not None and not self._format.stacked and int(index[1]) in mine):
+            sample = _SAMPLE_NAME.fullmatch(target)
+            if target in own or (sample is not None and not self._format.stacked and mine(sample[1])):
                 tmp.unlink(missing_ok=True)
         for tmp, target in temporaries(self.parts_dir):
             part = _PART_NAME.fullmatch(target)
-            if part is not None and int(part[1]) in mine:  # a part is named after its first index
+            if part is not None and mine(part[1]):  # a part is named after its first index
                 tmp.unlink(missing_ok=True)
 
     def _nifti_header(self, where: str, **placement: Any) -> tuple[str, dict[str, Any]]:
