@@ -28,6 +28,7 @@ import numpy as np
 
 from vmddpm_deploy.atomic_write import write_atomic
 from vmddpm_deploy.data.bundled import BUNDLED_DIR
+from vmddpm_deploy.diffusion.reverse_process import DEFAULT_SAMPLER, DEFAULT_STEPS
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.outputs import prepare_output_dir, to_uint16, write_npz
 
@@ -44,8 +45,8 @@ TILE_PIXELS = 128  # each image is scaled up (nearest neighbour, no smoothing) t
 class DemoSettings:
     n: int = 16
     n_real: int | None = None  # held-out slices compared with (a fixed subset); None: all of them
-    sampler: str = "ddim"
-    steps: int = 50
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = DEFAULT_STEPS
     seed: int = 0
     batch_size: int = 16
     device: str = "cpu"

@@ -190,9 +190,12 @@ DIFFUSERS_NUMPY_COPY_WARNING = "ignore:__array__ implementation doesn't accept a
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 @pytest.mark.parametrize("steps,spacing", [(10, "linspace"), (20, "linspace"), (10, "leading"), (10, "trailing")])
-def test_dpm_solver_pp_2m_matches_diffusers(kind, steps, spacing, dtype):
+@pytest.mark.parametrize("clip_sample", [True, False])
+def test_dpm_solver_pp_2m_matches_diffusers(kind, steps, spacing, clip_sample, dtype):
     schedule = NoiseSchedule(kind=kind)
-    ours = DPMSolverPP2MSampler(schedule, steps, spacing=spacing)
+    ours = DPMSolverPP2MSampler(schedule, steps, spacing=spacing, clip_sample=clip_sample)
+    # diffusers clips through dynamic thresholding: s = clamp(quantile(|x0|, 0.995), 1, sample_max_value)
+    # is 1 when sample_max_value = 1, so x0 is clipped to [-1, 1].
     theirs = DPMSolverMultistepScheduler(
         **diffusers_config(kind),
         algorithm_type="dpmsolver++",
@@ -201,6 +204,8 @@ def test_dpm_solver_pp_2m_matches_diffusers(kind, steps, spacing, dtype):
         lower_order_final=True,
         final_sigmas_type="zero",
         timestep_spacing=spacing,
+        thresholding=clip_sample,
+        sample_max_value=1.0,
     )
     theirs.alphas_cumprod = schedule.alphas_cumprod
     theirs.set_timesteps(steps)
@@ -213,6 +218,20 @@ def test_dpm_solver_pp_2m_matches_diffusers(kind, steps, spacing, dtype):
         return theirs.step(eps, t, x).prev_sample
 
     assert_same_trajectory(ours, their_step, schedule, dtype)
+
+
+def test_dpm_solver_clipping_changes_the_toy_trajectory():
+    """The clip_sample=True comparison above is not vacuous: the toy model's x0 leaves [-1, 1]."""
+    schedule = NoiseSchedule()
+    x_T, _ = starting_point_and_noise(10, torch.float64)
+    denoiser = ToyDenoiser(schedule.alphas_cumprod, SHAPE[1])
+    clipped, unclipped = (
+        run_sampler(DPMSolverPP2MSampler(schedule, 10, clip_sample=clip), denoiser, x_T, step_noise=None)
+        for clip in (True, False)
+    )
+    assert unclipped.abs().max() > 1.0
+    assert clipped.abs().max() <= 1.0
+    assert (clipped - unclipped).abs().max() > 1e-2
 
 
 @pytest.mark.filterwarnings(DIFFUSERS_NUMPY_COPY_WARNING)

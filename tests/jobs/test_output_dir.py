@@ -248,10 +248,11 @@ def test_a_merged_file_without_its_progress_file_is_never_taken_for_this_runs(tm
 @pytest.mark.parametrize(
     "progress,phrase",
     [
-        ({"format": "vmddpm-deploy-samples/1", "settings": {}, "done": []}, "older vmddpm-deploy"),
-        ({"format": "vmddpm-deploy-samples/2", "settings": {}, "done": ["a"]}, "no list of done indices"),
-        ({"format": "vmddpm-deploy-samples/2", "done": [0]}, "no settings"),
-        ([1, 2], "is not a vmddpm-deploy-samples/2 progress file"),
+        ({"format": "vmddpm-deploy-samples/1", "settings": {}, "done": []}, "older vmddpm-deploy, whose images depended"),
+        ({"format": "vmddpm-deploy-samples/2", "settings": {}, "done": []}, "older vmddpm-deploy, whose dpm-solver++"),
+        ({"format": "vmddpm-deploy-samples/3", "settings": {}, "done": ["a"]}, "no list of done indices"),
+        ({"format": "vmddpm-deploy-samples/3", "done": [0]}, "no settings"),
+        ([1, 2], "is not a vmddpm-deploy-samples/3 progress file"),
     ],
 )
 def test_unusable_progress_files_are_one_line(tmp_path, progress, phrase):

@@ -25,7 +25,7 @@ from rich.progress import (
 )
 
 from vmddpm_deploy import __version__
-from vmddpm_deploy.diffusion.reverse_process import SAMPLERS
+from vmddpm_deploy.diffusion.reverse_process import DEFAULT_SAMPLER, SAMPLERS
 from vmddpm_deploy.diffusion.schedule import SCHEDULE_KINDS, NoiseSchedule
 from vmddpm_deploy.errors import InvalidArgumentError, VmddpmError
 from vmddpm_deploy.jobs.output_dir import IMAGE_FORMATS
@@ -155,6 +155,7 @@ Backend = choices("Backend", SAMPLING_BACKENDS)
 DEFAULT_PRESET = Preset(DEFAULT_PRESET_NAME)
 DEFAULT_SCAN_ORDER = ScanOrder(ModelConfig.scan_order)
 DEFAULT_SCHEDULE = ScheduleKind(NoiseSchedule.kind)
+DEFAULT_SAMPLER_NAME = SamplerName(DEFAULT_SAMPLER)
 
 
 def wide_console() -> Console:

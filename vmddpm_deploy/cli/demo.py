@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from vmddpm_deploy.cli.app import SamplerName, app, progress_bar, reports_errors, wide_console
+from vmddpm_deploy.cli.app import DEFAULT_SAMPLER_NAME, SamplerName, app, progress_bar, reports_errors, wide_console
+from vmddpm_deploy.diffusion.reverse_process import DEFAULT_STEPS
 
 
 @app.command()
@@ -20,8 +21,8 @@ def demo(
     n_real: Annotated[
         int | None, typer.Option(help="Held-out real slices to compare with (a fixed subset; default all 81).")
     ] = None,
-    sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = SamplerName.ddim,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
+    sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = DEFAULT_SAMPLER_NAME,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = DEFAULT_STEPS,
     seed: Annotated[int, typer.Option(help="Run seed; sample i depends only on (seed, i).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per denoiser call.")] = 16,
     checkpoint: Annotated[

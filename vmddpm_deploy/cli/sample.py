@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from vmddpm_deploy.cli.app import (
+    DEFAULT_SAMPLER_NAME,
     Backend,
     ImageFormat,
     SamplerName,
@@ -16,6 +17,7 @@ from vmddpm_deploy.cli.app import (
     progress_callback,
     reports_errors,
 )
+from vmddpm_deploy.diffusion.reverse_process import DEFAULT_STEPS
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 from vmddpm_deploy.jobs.output_dir import IMAGE_FORMATS
 
@@ -31,8 +33,8 @@ def sample(
         Path, typer.Argument(help="Checkpoint (ckpt.pt), export directory, or engine plan inside one.")
     ],
     n: Annotated[int, typer.Option("--n", help="Number of images in the whole job (all shards).")] = 16,
-    sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = SamplerName.ddim,
-    steps: Annotated[int, typer.Option(help="Denoising steps (at most the schedule's T).")] = 50,
+    sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = DEFAULT_SAMPLER_NAME,
+    steps: Annotated[int, typer.Option(help="Denoising steps (at most the schedule's T).")] = DEFAULT_STEPS,
     eta: Annotated[float, typer.Option(help="DDIM stochasticity: 0 is deterministic, 1 is DDPM-like.")] = 0.0,
     batch_size: Annotated[
         int | None,

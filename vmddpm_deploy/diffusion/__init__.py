@@ -11,10 +11,19 @@ from vmddpm_deploy.diffusion.ddpm import DDPMSampler
 from vmddpm_deploy.diffusion.denoiser import Denoiser
 from vmddpm_deploy.diffusion.dpm_solver import DPMSolverPP2MSampler, dpm_solver_timesteps
 from vmddpm_deploy.diffusion.noise import gaussian_noise, splitmix64
-from vmddpm_deploy.diffusion.reverse_process import SAMPLERS, Sampler, make_sampler, run_sampler
+from vmddpm_deploy.diffusion.reverse_process import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SAMPLERS,
+    Sampler,
+    make_sampler,
+    run_sampler,
+)
 from vmddpm_deploy.diffusion.schedule import TIMESTEP_SPACINGS, NoiseSchedule, spaced_timesteps
 
 __all__ = [
+    "DEFAULT_SAMPLER",
+    "DEFAULT_STEPS",
     "SAMPLERS",
     "TIMESTEP_SPACINGS",
     "DDIMSampler",

@@ -16,8 +16,15 @@ after the last listed timestep:
         x_t = (sigma_t / sigma_s) x_s - alpha_t (exp(-h_k) - 1) D_k
     last step (to sigma = 0, h = inf): x_0 = x0_k  (first order, as diffusers' lower-order final)
 
-``x0_{k-1}`` is the history :func:`~vmddpm_deploy.diffusion.reverse_process.run_sampler` carries. Nothing
-is clipped (diffusers' default ``thresholding=False``) and no noise is used.
+``x0_{k-1}`` is the history :func:`~vmddpm_deploy.diffusion.reverse_process.run_sampler` carries. No noise
+is used. With ``clip_sample`` (the default) every ``x0_k`` is clipped to the data range [-1, 1]
+before it enters the update and the history, as our DDIM does and as diffusers does with
+``thresholding=True, sample_max_value=1.0`` (its dynamic threshold ``s`` is then clamped to 1, which
+is plain clipping). ``clip_sample=False`` is diffusers' default ``thresholding=False``.
+
+Why clipping is the default: on the bundled model an unclipped x0 from an imperfect eps at large
+``t`` lands far outside [-1, 1], and a multistep solver carries that error into every later step
+(``benchmarks/bench_quality.py``; the README's quality table).
 
 Timesteps follow diffusers' ``set_timesteps`` for this scheduler (default ``linspace``), which
 spaces ``steps + 1`` points and drops the final 0 because the last step ends at the clean end:
@@ -87,6 +94,7 @@ class DPMSolverPP2MSampler:
     schedule: NoiseSchedule
     steps: int
     spacing: str = "linspace"
+    clip_sample: bool = True
     timesteps: tuple[int, ...] = field(init=False)
     _coefficients: tuple[_DPMStep, ...] = field(init=False, repr=False, compare=False)
 
@@ -142,7 +150,7 @@ class DPMSolverPP2MSampler:
         history: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self._coefficients[k]
-        x0 = predict_x0(x, eps, c.eps_scale, c.inv_alpha, clip=False)
+        x0 = predict_x0(x, eps, c.eps_scale, c.inv_alpha, self.clip_sample)
         if c.to_clean:
             return x0, x0
         x_next = torch.mul(x, c.x_coeff)

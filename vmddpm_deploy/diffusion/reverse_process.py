@@ -29,6 +29,12 @@ SAMPLERS: dict[str, type] = {
     "dpm-solver++": DPMSolverPP2MSampler,
 }
 
+#: ``sample`` and ``demo``'s sampler and step count: the fewest denoiser calls whose FID on the
+#: bundled model is within FID's noise of DDIM 50 (``benchmarks/bench_quality.py``, README
+#: "Fast sampling at equal quality").
+DEFAULT_SAMPLER = "ddim"
+DEFAULT_STEPS = 50
+
 
 @runtime_checkable
 class Sampler(Protocol):

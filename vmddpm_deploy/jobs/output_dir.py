@@ -46,8 +46,13 @@ from vmddpm_deploy.outputs import (
 )
 from vmddpm_deploy.runtime.batching import fit_batches
 
-#: /2: the settings hold the batch size, which the images depend on since every batch is padded to it.
-PROGRESS_FORMAT = "vmddpm-deploy-samples/2"
+#: /3: dpm-solver++ clips its x0 predictions to [-1, 1].
+PROGRESS_FORMAT = "vmddpm-deploy-samples/3"
+#: Earlier formats, with what made their images differ; a run started under one is not continued.
+_OLDER_PROGRESS_FORMATS = {
+    "vmddpm-deploy-samples/1": "whose images depended on how batches were composed",
+    "vmddpm-deploy-samples/2": "whose dpm-solver++ did not clip its x0 predictions",
+}
 #: ``.parts/FIRST-LAST.npz``: one batch of a stacked format, named after its first and last index.
 _PART_NAME = re.compile(r"(\d+)-(\d+)\.npz")
 #: ``00042.png``, ``00042.nii.gz``: one sample's file (outputs.sample_file_name).
@@ -83,9 +88,9 @@ def _read_progress(path: Path) -> dict[str, Any]:
         progress = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise OutputError(f"{path} is unreadable ({exc}); remove it to start over") from None
-    if isinstance(progress, dict) and progress.get("format") == "vmddpm-deploy-samples/1":
+    if isinstance(progress, dict) and progress.get("format") in _OLDER_PROGRESS_FORMATS:
         raise OutputError(
-            f"{path} is from an older vmddpm-deploy, whose images depended on how batches were composed; "
+            f"{path} is from an older vmddpm-deploy, {_OLDER_PROGRESS_FORMATS[progress['format']]}; "
             "finish that run with the version that started it, or start over in another --out"
         )
     if not isinstance(progress, dict) or progress.get("format") != PROGRESS_FORMAT:
