@@ -1,9 +1,9 @@
 """The end-to-end demo: the bundled trained checkpoint -> ONNX export -> a grid of samples ->
 a contact sheet beside real held-out slices, and FID / KID against them, with timings.
 
-Everything runs offline, sized for one to two minutes on 2 CPU cores: the tiny preset at 32 x 32, DDIM with
-50 steps (on the bundled model, 2000 CPU training steps, DDIM 50 scores a better FID than DPM-Solver++
-at 20: 148 vs 239 over 81 images), 16 images, the Inception features of the held-out slices cached
+Everything runs offline, sized for about a minute on 2 CPU cores: the tiny preset at 32 x 32, ``sample``'s
+default sampler (:data:`~vmddpm_deploy.diffusion.reverse_process.DEFAULT_SAMPLER`, chosen by
+``benchmarks/bench_quality.py``), 16 images, the Inception features of the held-out slices cached
 after the first run.
 Files written to the output directory::
 

@@ -85,7 +85,11 @@ def sample(
     untrained weights (DDIM 20, batch 1 vs 3). Each image is written atomically and
     progress.json records what is done, so a run killed at any moment continues with --resume.
 
-    Example: vmddpm-deploy sample ckpt.pt --n 1000 --sampler ddim --steps 50 --out samples/
+    The default, DDIM in 20 steps, is the fewest denoiser calls whose FID on the bundled model is
+    within seed-to-seed noise of DDIM 50 (121.2 / 116.4 against 127.1, 321 images; DDIM 10: 145.5);
+    DPM-Solver++ and diffusers' UniPC score worse at 20 (README "Fast sampling at equal quality").
+
+    Example: vmddpm-deploy sample ckpt.pt --n 1000 --out samples/
 
     Job array: vmddpm-deploy sample ckpt.pt --n 100000 --shard $SLURM_ARRAY_TASK_ID/64 --out samples/
 
