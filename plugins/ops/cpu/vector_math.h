@@ -80,8 +80,8 @@ inline vfloat exp2_polynomial(vfloat f) {
 //
 // kInRange: the caller guarantees |a*b| <= kExp2InRangeBound (so k + 127 is in [1, 253] and no
 // clamp binds), and a, b finite; NaN products stay NaN. Otherwise the result is clamped as
-// exp2_approx's: 0 below -126.5, 2^127.5 (2.4e38) above 127.5, 0 for NaN. Where both apply the
-// two give identical bits.
+// exp2_approx's: 0 from -126.5 down, 2^127.5 (2.4e38) above 127.5, 0 for NaN. Where both apply
+// the two give identical bits.
 constexpr float kExp2InRangeBound = 126.0f;
 
 template <bool kInRange>
@@ -101,7 +101,7 @@ inline vfloat exp2_product(vfloat a, vfloat b) {
   return exp2_polynomial(f) * (vfloat)(scale_bits);
 }
 
-// 2^x, clamped: inputs below -126.5 return 0 (the true value would be a subnormal); inputs
+// 2^x, clamped: inputs from -126.5 down return 0 (the true value would be a subnormal); inputs
 // above 127.5 saturate at 2^127.5 (2.4e38) instead of overflowing. Callers wanting e^x pass
 // x*log2(e): that product's rounding adds a relative error |x|*6e-8, i.e. an absolute error
 // below 2.2e-8 on results <= 1.
