@@ -6,10 +6,17 @@ checked against the reference before it is timed, so a fast wrong kernel cannot 
 
     python benchmarks/bench_ops.py [--json results.json] [--iters 20] [--no-backward]
                                    [--cases 1,512,16,4096;8,384,16,1024]
+    python benchmarks/bench_ops.py --compare-library OTHER/libvmddpm_ops.so [--rounds 7]
 
 Rows report the median of several runs, in ms, and each row's time over native's. The
 ``np.exp pass`` row is informative: one numpy exp over batch*K*D*L*N floats, the count of
 exponentials the scan itself evaluates.
+
+``--compare-library`` times only the native CPU forward, of this build and of another one (say
+the base commit's, built with ``cmake -S plugins -B OTHER``), for each instruction set both
+have that the CPU runs. The two alternate within one process, in ABBA order over ``--rounds``
+rounds of ``--iters`` runs each, so that a shared machine's load falls on both alike; a row
+gives the median over rounds of each round's median.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -27,6 +35,7 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper
 
+from vmddpm_deploy.errors import NativeOpsError
 from vmddpm_deploy.ops import native, native_library
 from vmddpm_deploy.ops.reference import selective_scan_bwd_ref, selective_scan_ref
 
@@ -272,6 +281,46 @@ def cuda_rows(iters):
     return rows
 
 
+def scan_with(library, u, delta, A, B, C, D, delta_bias):
+    """The CPU forward through one loaded library's ABI (fp32, contiguous inputs, softplus)."""
+    y = torch.empty_like(u)
+    batch, channels, length = u.shape
+    pointers = [t.data_ptr() for t in (u, delta, A, B, C, D, delta_bias, y)]
+    status = library.vmddpm_selective_scan_cpu(
+        *pointers, batch, channels, B.shape[1], B.shape[2], length, 0, 1
+    )
+    if status != 0:
+        raise NativeOpsError(library.vmddpm_last_error().decode())
+    return y
+
+
+def compare_rows(cases, other_path, iters, rounds):
+    """(case, isa, this ms, other ms) per case and instruction set both builds run here."""
+    libraries = (native_library.library(), native_library._open(other_path))  # typed, ABI checked
+    names = ("this build", str(other_path))
+    isas = [
+        isa
+        for isa in ("avx512", "avx2", "baseline")
+        if all(library.vmddpm_select_cpu_isa(isa.encode()) == 0 for library in libraries)
+    ]
+    rows = []
+    for case in cases:
+        inputs = scan_inputs(*case)
+        expected = selective_scan_ref(*inputs)
+        for isa in isas:
+            for library, name in zip(libraries, names, strict=True):
+                library.vmddpm_select_cpu_isa(isa.encode())
+                check(f"{name} ({isa})", scan_with(library, *inputs), expected, 1e-5, 1e-5)
+            times = ([], [])
+            for index in range(rounds):
+                for which in (0, 1) if index % 2 == 0 else (1, 0):
+                    library = libraries[which]
+                    times[which].append(median_ms(lambda: scan_with(library, *inputs), iters))
+            rows.append((case, isa, *(statistics.median(t) for t in times)))
+    libraries[0].vmddpm_select_cpu_isa(b"auto")
+    return rows
+
+
 def report_case(case, rows, native_ms, name_width):
     """Print one case's (implementation, ms) rows with their ratio to ``native_ms``; return them as JSON rows."""
     records = []
@@ -299,6 +348,45 @@ def parse_cases(text):
     return cases
 
 
+def machine_info():
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        # The machine may be shared: a load above the core count inflates every row.
+        "load_average_at_start": os.getloadavg(),
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "native": native_library.describe(),
+    }
+
+
+def compare(args, cases):
+    """--compare-library: this build's CPU forward against another's, alternating."""
+    results = {"machine": machine_info(), "other_library": str(args.compare_library), "compare": []}
+    print(
+        f"native CPU forward, fp32, {torch.get_num_threads()} threads, load average "
+        f"{os.getloadavg()[0]:.2f} at start; median over {args.rounds} alternating rounds of the "
+        f"median of {args.iters} runs, ms"
+    )
+    print(f"{'batch, K*D, N, L':<22}{'isa':<10}{'this build':>12}{'other':>12}{'other/this':>12}")
+    for case, isa, this_ms, other_ms in compare_rows(
+        cases, args.compare_library, args.iters, args.rounds
+    ):
+        print(f"{case!s:<22}{isa:<10}{this_ms:>12.2f}{other_ms:>12.2f}{other_ms / this_ms:>12.2f}")
+        results["compare"].append({
+            "case": dict(zip(["batch", "channels", "state", "length"], case, strict=True)),
+            "isa": isa,
+            "this_ms": this_ms,
+            "other_ms": other_ms,
+        })
+    print(f"other: {args.compare_library}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+        print(f"\nwrote {args.json}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -315,22 +403,23 @@ def main():
         "--cases", type=parse_cases,
         help="batch,K*D,N,L;... for both CPU tables instead of the issue's shapes (K*D a multiple of 4)",
     )
+    parser.add_argument(
+        "--compare-library", type=Path, metavar="PATH",
+        help="only time the native CPU forward of this build against the library at PATH",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=7, help="alternating rounds of --compare-library"
+    )
     args = parser.parse_args()
     cpu_cases = args.cases or CPU_CASES
     backward_cases = args.cases or BACKWARD_CASES
 
     native_library.library()  # fail now, with the reason, if the native kernels are not built
+    if args.compare_library:
+        compare(args, cpu_cases)
+        return
     results = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            # The machine may be shared: a load above the core count inflates every row.
-            "load_average_at_start": os.getloadavg(),
-            "torch": torch.__version__,
-            "onnxruntime": ort.__version__,
-            "native": native_library.describe(),
-        },
+        "machine": machine_info(),
         "cpu_fp32": [],
         "cpu_fp32_backward": [],
         "cuda_fp16": [],

@@ -58,6 +58,20 @@ def test_bench_ops_times_every_implementation_of_each_case(tmp_path):
     assert results["machine"]["native"]["loaded"] is True
 
 
+@needs_native
+def test_bench_ops_compares_two_library_builds(tmp_path):
+    # The library against itself: one row per case and instruction set the CPU runs.
+    case = (1, 8, 16, 70)
+    results = run_to_json(
+        "bench_ops.py", tmp_path, "--compare-library", str(native_library.library_path()),
+        "--cases", ",".join(map(str, case)), "--iters", "2", "--rounds", "2",
+    )
+    rows = results["compare"]
+    assert {row["isa"] for row in rows} >= {"baseline"}
+    assert all(tuple(row["case"].values()) == case for row in rows)
+    assert all(row["this_ms"] > 0 and row["other_ms"] > 0 for row in rows)
+
+
 def test_bench_ops_refuses_a_case_it_cannot_split_into_routes():
     result = run_script("bench_ops.py", "--cases", "1,6,4,16")
     assert result.returncode == 2

@@ -10,6 +10,7 @@ sums. The library must be built (``pip install -e .``): these tests fail, not sk
 from __future__ import annotations
 
 import ctypes
+import math
 import re
 import shutil
 import subprocess
@@ -134,6 +135,68 @@ def test_selective_scan_extreme_dt_matches_reference(dtype):
     torch.testing.assert_close(
         actual, expected, rtol=tolerance["rtol"], atol=tolerance["atol"] * max(1.0, scale)
     )
+
+
+# The CPU kernels' exp2 (plugins/ops/cpu/vector_math.h), measured against exp2 over every fp32
+# input of its polynomial: relative error at most 1.53e-7 with FMA (the avx2 and avx512 builds),
+# 1.74e-7 without (baseline).
+EXP2_RELATIVE_ERROR_BOUND = 2e-7
+
+
+def test_selective_scan_decay_is_exp2_within_its_error_bound():
+    # N = 1, L = 2, raw dt: step 0 sets h = dt*u*B = 1, step 1 has u = 0, so with C = 1 and D = 0
+    # its output is the decay factor 2^(dt*A*log2(e)) alone. A = -ln 2 makes A*log2(e) exactly
+    # -1 in fp32, so every build's exponent is -dt with no rounding. Every 32nd channel gets
+    # dt = 1000, which sends its vector group through the clamped exp2 (the others skip the
+    # clamps); both must meet the bound, and 2^-1000 must give 0.
+    A_log2 = torch.tensor(-math.log(2)) * torch.tensor(1.44269504088896341)
+    assert A_log2.item() == -1.0
+    batch, channels = 4, 4 * 4096
+    g = torch.Generator().manual_seed(5)
+    exponent = torch.cat([
+        torch.linspace(0, 126, batch * channels // 2),
+        126 * torch.rand(batch * channels // 2, generator=g),
+    ]).reshape(batch, channels)
+    exponent[:, ::32] = 1000.0
+    u = torch.zeros(batch, channels, 2)
+    u[:, :, 0] = 1.0
+    delta = torch.stack([torch.ones(batch, channels), exponent], dim=2)
+    A = torch.full((channels, 1), -math.log(2))
+    B = torch.ones(batch, NUM_ROUTES, 1, 2)
+    C = torch.ones(batch, NUM_ROUTES, 1, 2)
+    zeros = torch.zeros(channels)
+    expected = torch.exp2(-exponent.double())
+    clamped = exponent == 1000.0
+    try:
+        for isa in cpu_isas_this_machine_runs():
+            native_library.select_cpu_isa(isa)
+            decay = native.selective_scan(u, delta, A, B, C, zeros, zeros, delta_softplus=False)
+            decay = decay[:, :, 1].double()
+            assert torch.all(decay[clamped] == 0), isa
+            error = ((decay - expected).abs() / expected)[~clamped].max().item()
+            assert error <= EXP2_RELATIVE_ERROR_BOUND, (isa, error)
+    finally:
+        native_library.select_cpu_isa("auto")
+
+
+def test_selective_scan_carries_the_state_across_clamped_and_unclamped_chunks():
+    # A chunk (64 steps) of a vector group skips exp2's clamps only where max|dt| * max|A*log2 e|
+    # is at most 126 (here dt stays below about 3 and |A*log2 e| below 31); a few steps with dt
+    # of 13 and more send single chunks of some groups through the clamped path. u = 0 there,
+    # so h decays without a large input and y stays of order one.
+    u, delta, A, B, C, D, delta_bias = scan_inputs(2, 96, 16, 300, torch.float32, True, seed=4)
+    delta[:, ::5, 70] = 20.0
+    u[:, ::5, 70] = 0.0
+    delta[0, 3, 200:210] = 300.0
+    u[0, 3, 200:210] = 0.0
+    expected = selective_scan_ref(u, delta, A, B, C, D, delta_bias)
+    try:
+        for isa in cpu_isas_this_machine_runs():
+            native_library.select_cpu_isa(isa)
+            actual = native.selective_scan(u, delta, A, B, C, D, delta_bias)
+            assert_matches_reference(actual, expected)
+    finally:
+        native_library.select_cpu_isa("auto")
 
 
 def test_selective_scan_accepts_non_contiguous_inputs():

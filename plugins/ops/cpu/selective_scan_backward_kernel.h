@@ -178,7 +178,7 @@ void write_checkpoints(const SelectiveScanBackwardProblem& p, const BackwardScra
       const vfloat dt_u = dt * load(s.u + t * kLanes);
 #pragma GCC unroll 16
       for (int64_t n = 0; n < n_count; ++n) {
-        h[n] = exp2_approx(dt * load(A_log2 + n * kLanes)) * h[n] + dt_u * B[n * L + l0 + t];
+        h[n] = exp2_product<false>(dt, load(A_log2 + n * kLanes)) * h[n] + dt_u * B[n * L + l0 + t];
       }
     }
   }
@@ -205,7 +205,7 @@ void reverse_chunk(const SelectiveScanBackwardProblem& p, const BackwardScratch&
     const vfloat dt_u = dt * load(s.u + t * kLanes);
 #pragma GCC unroll 16
     for (int64_t n = 0; n < n_count; ++n) {
-      const vfloat a = exp2_approx(dt * load(A_log2 + n * kLanes));
+      const vfloat a = exp2_product<false>(dt, load(A_log2 + n * kLanes));
       h[n] = a * h[n] + dt_u * B[n * L + l0 + t];
       store(s.a + (t * N + n) * kLanes, a);
       store(s.h + (t * N + n) * kLanes, h[n]);
