@@ -122,3 +122,24 @@ def test_kill_resume_kills_resumes_and_compares(tmp_path):
         assert row["tries"] == 2 and sum(row["splits"].values()) == 2
         assert row["differing_files"] == row["missing_files"] == row["temporary_files_left"] == 0
         assert row["reference_run_seconds"] > 0
+
+
+def test_bench_quality_runs_diffusers_beside_ours_and_resumes(tmp_path):
+    """Two rows of one algorithm, ours and diffusers' (through the Sampler adapter), from the same
+    x_T: equal scores. A second run finds the cells done and recomputes nothing."""
+    out = tmp_path / "quality"
+    args = ["--out", str(out), "--n", "4", "--batch-size", "2", "--nfe", "2", "--rows", "ddim,diffusers-ddim",
+            "--real", "bundled:heldout"]
+    result = run_script("bench_quality.py", *args)
+    assert result.returncode == 0, result.stderr
+    cells = {row: json.loads((out / "cells" / f"{row}_nfe2_seed0.json").read_text()) for row in ("ddim", "diffusers-ddim")}
+    assert cells["ddim"]["denoiser_calls_per_batch"] == cells["diffusers-ddim"]["denoiser_calls_per_batch"] == 2
+    assert cells["ddim"]["fid"] == pytest.approx(cells["diffusers-ddim"]["fid"], rel=1e-3)
+    assert cells["ddim"]["fid"] > 0
+    written = {path: path.stat().st_mtime_ns for path in (out / "cells").iterdir()}
+    again = run_script("bench_quality.py", *args)
+    assert again.returncode == 0, again.stderr
+    assert {path: path.stat().st_mtime_ns for path in (out / "cells").iterdir()} == written
+    summary = json.loads((out / "quality.json").read_text())
+    assert [(entry["row"], entry["nfe"]) for entry in summary] == [("ddim", 2), ("diffusers-ddim", 2)]
+    assert (out / "fid_vs_nfe.png").stat().st_size > 0

@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.host.artifacts import RecordingDenoiser, write_export_dir, write_recording
 from vmddpm_deploy.checkpoint import init_checkpoint
-from vmddpm_deploy.diffusion import NoiseSchedule, gaussian_noise, make_sampler
+from vmddpm_deploy.diffusion import DEFAULT_SAMPLER, DEFAULT_STEPS, NoiseSchedule, gaussian_noise, make_sampler
 from vmddpm_deploy.outputs import png_name, to_uint16
 from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 from vmddpm_deploy.generation import generate
@@ -31,7 +31,9 @@ def micro_checkpoint():
 
 @pytest.mark.parametrize(
     "steps,eta,spacing,schedule_kind",
-    [(10, 0.0, "leading", "linear"), (7, 0.6, "trailing", "linear"), (9, 1.0, "linspace", "cosine")],
+    # steps None: neither side is given a step count, so the host's default must be Python's.
+    [(10, 0.0, "leading", "linear"), (7, 0.6, "trailing", "linear"), (9, 1.0, "linspace", "cosine"),
+     (None, 0.0, "leading", "linear")],
 )
 def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, steps, eta, spacing, schedule_kind):
     checkpoint = micro_checkpoint
@@ -42,7 +44,7 @@ def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, step
     n, batch_size, seed = 5, 3, 2**63 + 11  # two batches: 3 + 2; a seed above 2**63 (unsigned)
 
     recorder = RecordingDenoiser(TorchDenoiser(checkpoint))
-    sampler = make_sampler("ddim", checkpoint.schedule, steps, eta=eta, spacing=spacing)
+    sampler = make_sampler(DEFAULT_SAMPLER, checkpoint.schedule, steps or DEFAULT_STEPS, eta=eta, spacing=spacing)
     batches = list(generate(recorder, sampler, seed, list(range(n)), image_shape, batch_size))
     expected = torch.cat([x0 for _, x0 in batches]).numpy()
 
@@ -51,7 +53,8 @@ def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, step
     out = tmp_path / "samples"
     result = host.run(
         "sample", "--export-dir", export_dir, "--replay", recording, "--n", n, "--batch-size", batch_size,
-        "--steps", steps, "--eta", eta, "--spacing", spacing, "--seed", seed, "--out", out, "--npy", tmp_path / "x0.npy",
+        *(["--steps", steps] if steps is not None else []), "--eta", eta, "--spacing", spacing, "--seed", seed,
+        "--out", out, "--npy", tmp_path / "x0.npy",
     )
     assert result.returncode == 0, result.stderr
     assert f"replayed {len(recorder.calls)} denoiser calls" in result.stdout

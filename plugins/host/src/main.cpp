@@ -1,6 +1,6 @@
 // vmddpm_host: sample images from an export directory without Python.
 //
-//   vmddpm_host sample --export-dir exports/tiny --n 16 --steps 50 --out samples/
+//   vmddpm_host sample --export-dir exports/tiny --n 16 --steps 20 --out samples/
 //   vmddpm_host sample --export-dir DIR --replay eps.bin ...   (eps recorded from Python; no GPU)
 //   vmddpm_host noise --seed 0 --index 3 --stream 0 --count 1024 --out noise.npy
 //   vmddpm_host info --export-dir DIR
@@ -35,7 +35,7 @@ namespace {
 const char* const kUsage =
     "usage:\n"
     "  vmddpm_host sample --export-dir DIR [--engine PLAN | --replay FILE] [--plugin-lib PATH]\n"
-    "                     [--n 16] [--batch-size 8] [--steps 50] [--eta 0] [--spacing leading]\n"
+    "                     [--n 16] [--batch-size 8] [--steps 20] [--eta 0] [--spacing leading]\n"
     "                     [--seed 0] [--out samples] [--npy FILE] [--no-images]\n"
     "  vmddpm_host noise --seed S --index I --stream R --count N --out FILE.npy\n"
     "  vmddpm_host info --export-dir DIR\n"
@@ -129,7 +129,8 @@ int run_sample(Options& options) {
   // Every batch is padded to this size and the images depend on it: to reproduce a Python run,
   // pass the batch size its samples.json records.
   const int64_t batch_size = static_cast<int64_t>(options.unsigned_int("batch-size", 8, 1));
-  const int64_t steps = static_cast<int64_t>(options.unsigned_int("steps", 50, 1));
+  // Python's DEFAULT_STEPS (vmddpm_deploy/diffusion/reverse_process.py); tests/host checks they agree.
+  const int64_t steps = static_cast<int64_t>(options.unsigned_int("steps", 20, 1));
   const double eta = options.real("eta", 0.0);
   const std::string spacing = options.text("spacing", "leading");
   const uint64_t seed = options.unsigned_int("seed", 0);

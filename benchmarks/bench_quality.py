@@ -1,0 +1,277 @@
+"""Sample quality against the number of denoiser calls: FID and KID per sampler and NFE, our
+samplers beside diffusers' own schedulers driving the same model's eps.
+
+    python benchmarks/bench_quality.py [--out benchmarks/results/quality] [--n 321]
+        [--nfe 5,10,20,50,100] [--seeds 0,1] [--rows ddim,dpm-solver++,diffusers-unipc,...]
+        [--checkpoint vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.pt] [--real bundled:train]
+
+Every cell (row, NFE, seed) samples ``--n`` images through :func:`vmddpm_deploy.generation.generate`,
+so every row starts from the same x_T (sample ``i`` of seed ``s`` draws the same noise whatever the
+sampler), runs the same padded batches and differs only in the update rule. diffusers' schedulers
+enter through :class:`DiffusersScheduler`, an adapter to our ``Sampler`` protocol; they keep their
+own defaults (float32 tables from ``beta_schedule="linear"``), so their rows are an independent
+implementation, not ours re-run. FID and KID are against ``--real`` (default: the 321 training
+slices, so n = 321 compares equal-sized sets; FID is biased upward at small n, so compare rows
+only at equal n). Seconds per image are the sampling wall time over n, measured in this run.
+
+Each finished cell is written to ``OUT/cells/`` at once (JSON, atomically), so an interrupted run
+continues where it stopped; ``--rows`` / ``--nfe`` / ``--seeds`` pick which cells to (re)compute,
+the table and the plot (``OUT/quality.md``, ``OUT/quality.json``, ``OUT/fid_vs_nfe.png``) cover
+every cell in ``OUT/cells/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vmddpm_deploy.atomic_write import write_atomic
+from vmddpm_deploy.diffusion import DPMSolverPP2MSampler, NoiseSchedule, make_sampler
+from vmddpm_deploy.evaluation.features import extract_features
+from vmddpm_deploy.evaluation.fid import FeatureStatistics, frechet_distance
+from vmddpm_deploy.evaluation.image_sets import ImageSet, images_to_uint8, open_image_set
+from vmddpm_deploy.evaluation.inception import InceptionFeatureExtractor
+from vmddpm_deploy.evaluation.kid import kernel_inception_distance
+from vmddpm_deploy.generation import generate
+from vmddpm_deploy.runtime.source import load_denoiser, open_source
+
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.pt"
+DEFAULT_NFE = (5, 10, 20, 50, 100)
+
+
+class DiffusersScheduler:
+    """A diffusers scheduler behind our ``Sampler`` protocol, for one run at a time.
+
+    diffusers' schedulers are stateful (step index, a multistep history), so step 0 resets the
+    scheduler with ``set_timesteps``; the loop drives one batch from x_T to x_0 before the next
+    starts, which is all :func:`generate` does. Only deterministic settings are used (no noise).
+    """
+
+    def __init__(self, scheduler, steps: int):
+        self.scheduler = scheduler
+        self.steps = steps
+        scheduler.set_timesteps(steps)
+        self.timesteps = tuple(int(t) for t in scheduler.timesteps)
+
+    def needs_noise(self, k: int) -> bool:
+        return False
+
+    def step(self, k, x, eps, noise, history):
+        if k == 0:
+            self.scheduler.set_timesteps(self.steps)
+        t = self.scheduler.timesteps[k]
+        return self.scheduler.step(eps, t, x).prev_sample, None
+
+
+def _diffusers(class_name: str, **options) -> Callable[[NoiseSchedule, int], DiffusersScheduler]:
+    def make(schedule: NoiseSchedule, steps: int) -> DiffusersScheduler:
+        import diffusers
+
+        if schedule.kind != "linear":
+            raise SystemExit(f"error: the diffusers rows are set up for a linear schedule, not {schedule.kind}")
+        config = {
+            "num_train_timesteps": schedule.num_train_timesteps,
+            "beta_start": schedule.beta_start,
+            "beta_end": schedule.beta_end,
+            "beta_schedule": "linear",
+        }
+        return DiffusersScheduler(getattr(diffusers, class_name)(**config, **options), steps)
+
+    return make
+
+
+def _ours(name: str, **options) -> Callable[[NoiseSchedule, int], object]:
+    return lambda schedule, steps: make_sampler(name, schedule, steps, **options)
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    implementation: str  # "ours" or "diffusers"
+    make: Callable[[NoiseSchedule, int], object]
+
+
+#: Every row by name. Ours first, then diffusers' with its defaults, then its variants.
+ROWS: dict[str, Row] = {
+    "ddim": Row("DDIM (eta 0, leading, x0 clipped)", "ours", _ours("ddim")),
+    "ddpm": Row("DDPM (ancestral, leading)", "ours", _ours("ddpm")),
+    "dpm-solver++": Row("DPM-Solver++(2M) (linspace, x0 clipped)", "ours", _ours("dpm-solver++")),
+    "dpm-solver++-no-clip": Row(
+        "DPM-Solver++(2M) (linspace, x0 not clipped: before this benchmark)", "ours",
+        lambda schedule, steps: DPMSolverPP2MSampler(schedule, steps, clip_sample=False),
+    ),
+    "diffusers-ddim": Row("DDIMScheduler (defaults)", "diffusers", _diffusers("DDIMScheduler")),
+    "diffusers-dpm++2m": Row(
+        "DPMSolverMultistepScheduler (defaults)", "diffusers", _diffusers("DPMSolverMultistepScheduler")
+    ),
+    "diffusers-dpm++2m-karras": Row(
+        "DPMSolverMultistepScheduler use_karras_sigmas", "diffusers",
+        _diffusers("DPMSolverMultistepScheduler", use_karras_sigmas=True),
+    ),
+    "diffusers-dpm++2m-thresholding": Row(
+        "DPMSolverMultistepScheduler thresholding (x0 in [-1, 1])", "diffusers",
+        _diffusers("DPMSolverMultistepScheduler", thresholding=True, sample_max_value=1.0),
+    ),
+    "diffusers-unipc": Row("UniPCMultistepScheduler (defaults, bh2)", "diffusers", _diffusers("UniPCMultistepScheduler")),
+}
+
+
+def cell_path(out: Path, row: str, nfe: int, seed: int) -> Path:
+    return out / "cells" / f"{row}_nfe{nfe}_seed{seed}.json"
+
+
+def run_cell(row: str, nfe: int, seed: int, n: int, batch_size: int, denoiser, schedule, image_shape,
+             extractor, real_features: np.ndarray) -> dict:
+    sampler = ROWS[row].make(schedule, nfe)
+    assert len(sampler.timesteps) == nfe, f"{row} at {nfe} steps makes {len(sampler.timesteps)} calls"
+    calls = 0
+
+    def counted(x, t):
+        nonlocal calls
+        calls += 1
+        return denoiser(x, t)
+
+    start = time.perf_counter()
+    batches = [x0 for _, x0 in generate(counted, sampler, seed, range(n), image_shape, batch_size)]
+    sampling_seconds = time.perf_counter() - start
+    images = images_to_uint8(torch.cat(batches).numpy(), row)
+    generated = ImageSet(f"{row} nfe {nfe} seed {seed}", tuple(images.shape[1:]), None, array=images)
+    features, _ = extract_features(generated, extractor, cache=False)
+    fid = frechet_distance(FeatureStatistics.of(features, row), FeatureStatistics.of(real_features, "real"))
+    kid = kernel_inception_distance(features, real_features, subsets=100, subset_size=min(n, len(real_features)))
+    return {
+        "row": row, "label": ROWS[row].label, "implementation": ROWS[row].implementation,
+        "nfe": nfe, "denoiser_calls_per_batch": calls // math.ceil(n / batch_size), "seed": seed,
+        "n": n, "batch_size": batch_size, "fid": fid, "kid": kid.mean, "kid_std": kid.std,
+        "seconds_per_image": sampling_seconds / n, "sampling_seconds": sampling_seconds,
+    }
+
+
+def collect(out: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted((out / "cells").glob("*.json"))]
+
+
+def summarise(cells: list[dict]) -> list[dict]:
+    """One entry per (row, NFE): FID / KID per seed, their mean, and the mean seconds per image."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for cell in cells:
+        groups.setdefault((cell["row"], cell["nfe"]), []).append(cell)
+    order = list(ROWS)
+    summary = []
+    for (row, nfe), group in sorted(groups.items(), key=lambda item: (order.index(item[0][0]), item[0][1])):
+        group.sort(key=lambda cell: cell["seed"])
+        summary.append({
+            "row": row, "label": group[0]["label"], "implementation": group[0]["implementation"], "nfe": nfe,
+            "n": group[0]["n"], "seeds": [c["seed"] for c in group], "fid": [c["fid"] for c in group],
+            "kid": [c["kid"] for c in group], "fid_mean": statistics.fmean(c["fid"] for c in group),
+            "kid_mean": statistics.fmean(c["kid"] for c in group),
+            "seconds_per_image": statistics.fmean(c["seconds_per_image"] for c in group),
+        })
+    return summary
+
+
+def markdown_table(summary: list[dict]) -> str:
+    lines = [
+        "| row | implementation | NFE | FID per seed | KID per seed | s / image |",
+        "|---|---|---:|---|---|---:|",
+    ]
+    for entry in summary:
+        fids = " / ".join(f"{v:.1f}" for v in entry["fid"])
+        kids = " / ".join(f"{v:.4f}" for v in entry["kid"])
+        lines.append(
+            f"| {entry['row']} | {entry['implementation']} | {entry['nfe']} | {fids} | {kids} | "
+            f"{entry['seconds_per_image']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7.5, 4.8))
+    for row in ROWS:
+        entries = [e for e in summary if e["row"] == row]
+        if not entries:
+            continue
+        style = "-" if ROWS[row].implementation == "ours" else "--"
+        axis.plot([e["nfe"] for e in entries], [e["fid_mean"] for e in entries], style, marker="o", label=row)
+    axis.set_xscale("log")
+    axis.minorticks_off()
+    nfes = sorted({e["nfe"] for e in summary})
+    axis.set_xticks(nfes, labels=[str(v) for v in nfes])
+    axis.set_xlabel("denoiser calls (NFE)")
+    axis.set_ylabel(f"FID (n = {summary[0]['n']}, mean over seeds)")
+    axis.set_title("FID against NFE (solid: ours, dashed: diffusers; equal scores overlap)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality"))
+    parser.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT))
+    parser.add_argument("--real", default="bundled:train", help="reference images (an evaluate REAL spec)")
+    parser.add_argument("--n", type=int, default=321, help="generated images per cell")
+    parser.add_argument("--batch-size", type=int, default=107, help="321 = 3 x 107: no padded rows")
+    parser.add_argument("--nfe", default=",".join(map(str, DEFAULT_NFE)))
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"any of {', '.join(ROWS)}")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plot")
+    args = parser.parse_args()
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    nfes = [int(v) for v in args.nfe.split(",")]
+    seeds = [int(v) for v in args.seeds.split(",")]
+    (args.out / "cells").mkdir(parents=True, exist_ok=True)
+
+    if not args.report_only:
+        source = open_source(args.checkpoint)
+        denoiser = load_denoiser(source, "torch")
+        schedule, config = source.schedule, source.config
+        image_shape = (config.in_channels, config.image_size, config.image_size)
+        extractor = InceptionFeatureExtractor()
+        real_set = open_image_set(args.real, size_hint=config.image_size)
+        real_features, _ = extract_features(real_set, extractor)
+        for nfe in nfes:
+            for seed in seeds:
+                for row in rows:
+                    path = cell_path(args.out, row, nfe, seed)
+                    if path.exists():
+                        continue
+                    cell = run_cell(row, nfe, seed, args.n, args.batch_size, denoiser, schedule, image_shape,
+                                    extractor, real_features)
+                    cell["real"] = args.real
+                    cell["checkpoint"] = Path(args.checkpoint).name
+                    write_atomic(path, lambda handle: handle.write(json.dumps(cell, indent=1).encode()))
+                    print(f"{row:32s} NFE {nfe:4d} seed {seed}: FID {cell['fid']:7.2f}  KID {cell['kid']:.4f}  "
+                          f"{cell['seconds_per_image']:.3f} s/image", flush=True)
+
+    summary = summarise(collect(args.out))
+    if not summary:
+        raise SystemExit("error: no finished cells yet")
+    table = markdown_table(summary)
+    print(table)
+    write_atomic(args.out / "quality.md", lambda handle: handle.write(table.encode()))
+    write_atomic(args.out / "quality.json", lambda handle: handle.write(json.dumps(summary, indent=1).encode()))
+    plot(summary, args.out / "fid_vs_nfe.png")
+
+
+if __name__ == "__main__":
+    main()
