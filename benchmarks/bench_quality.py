@@ -31,16 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vmddpm_deploy.atomic_write import write_atomic
 from vmddpm_deploy.diffusion import DPMSolverPP2MSampler, NoiseSchedule, make_sampler
-from vmddpm_deploy.evaluation.features import extract_features
-from vmddpm_deploy.evaluation.fid import FeatureStatistics, frechet_distance
 from vmddpm_deploy.evaluation.image_sets import ImageSet, images_to_uint8, open_image_set
 from vmddpm_deploy.evaluation.inception import InceptionFeatureExtractor
-from vmddpm_deploy.evaluation.kid import kernel_inception_distance
+from vmddpm_deploy.evaluation.metrics import evaluate_sets
 from vmddpm_deploy.generation import generate
 from vmddpm_deploy.runtime.source import load_denoiser, open_source
 
@@ -130,7 +127,7 @@ def cell_path(out: Path, row: str, nfe: int, seed: int) -> Path:
 
 
 def run_cell(row: str, nfe: int, seed: int, n: int, batch_size: int, denoiser, schedule, image_shape,
-             extractor, real_features: np.ndarray) -> dict:
+             extractor, real_set: ImageSet) -> dict:
     sampler = ROWS[row].make(schedule, nfe)
     assert len(sampler.timesteps) == nfe, f"{row} at {nfe} steps makes {len(sampler.timesteps)} calls"
     calls = 0
@@ -145,13 +142,12 @@ def run_cell(row: str, nfe: int, seed: int, n: int, batch_size: int, denoiser, s
     sampling_seconds = time.perf_counter() - start
     images = images_to_uint8(torch.cat(batches).numpy(), row)
     generated = ImageSet(f"{row} nfe {nfe} seed {seed}", tuple(images.shape[1:]), None, array=images)
-    features, _ = extract_features(generated, extractor, cache=False)
-    fid = frechet_distance(FeatureStatistics.of(features, row), FeatureStatistics.of(real_features, "real"))
-    kid = kernel_inception_distance(features, real_features, subsets=100, subset_size=min(n, len(real_features)))
+    # The real set's features come from evaluate's per-set cache after the first cell.
+    scores = evaluate_sets(generated, real_set, ("fid", "kid"), extractor=extractor)
     return {
         "row": row, "label": ROWS[row].label, "implementation": ROWS[row].implementation,
         "nfe": nfe, "denoiser_calls_per_batch": calls // math.ceil(n / batch_size), "seed": seed,
-        "n": n, "batch_size": batch_size, "fid": fid, "kid": kid.mean, "kid_std": kid.std,
+        "n": n, "batch_size": batch_size, "fid": scores.fid, "kid": scores.kid, "kid_std": scores.kid_std,
         "seconds_per_image": sampling_seconds / n, "sampling_seconds": sampling_seconds,
     }
 
@@ -248,7 +244,6 @@ def main() -> None:
         image_shape = (config.in_channels, config.image_size, config.image_size)
         extractor = InceptionFeatureExtractor()
         real_set = open_image_set(args.real, size_hint=config.image_size)
-        real_features, _ = extract_features(real_set, extractor)
         for nfe in nfes:
             for seed in seeds:
                 for row in rows:
@@ -256,7 +251,7 @@ def main() -> None:
                     if path.exists():
                         continue
                     cell = run_cell(row, nfe, seed, args.n, args.batch_size, denoiser, schedule, image_shape,
-                                    extractor, real_features)
+                                    extractor, real_set)
                     cell["real"] = args.real
                     cell["checkpoint"] = Path(args.checkpoint).name
                     write_atomic(path, lambda handle: handle.write(json.dumps(cell, indent=1).encode()))
