@@ -3,7 +3,7 @@ samplers beside diffusers' own schedulers driving the same model's eps.
 
     python benchmarks/bench_quality.py [--out benchmarks/results/quality] [--n 321]
         [--nfe 5,10,20,50,100] [--seeds 0,1] [--rows ddim,dpm-solver++,diffusers-unipc,...]
-        [--checkpoint vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.pt] [--real bundled:train]
+        [--checkpoint vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.safetensors] [--real bundled:train]
 
 Every cell (row, NFE, seed) samples ``--n`` images through :func:`vmddpm_deploy.generation.generate`,
 so every row starts from the same x_T (sample ``i`` of seed ``s`` draws the same noise whatever the
@@ -41,7 +41,7 @@ from vmddpm_deploy.evaluation.metrics import evaluate_sets
 from vmddpm_deploy.generation import generate
 from vmddpm_deploy.runtime.source import load_denoiser, open_source
 
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.pt"
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.safetensors"
 DEFAULT_NFE = (5, 10, 20, 50, 100)
 
 

@@ -1,6 +1,6 @@
 """Turn a training checkpoint into the demo checkpoint the package ships.
 
-    .venv/bin/python scripts/bundle_demo_checkpoint.py regen.pt vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.pt
+    .venv/bin/python scripts/bundle_demo_checkpoint.py regen.pt vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.safetensors
 
 Keeps only what sampling uses: the EMA weights (the raw ones where the run had no EMA) become
 the checkpoint's ``model`` and are stored as fp16, which quarters the file (28 MB -> 7 MB for

@@ -1,15 +1,27 @@
-"""Checkpoints: ``ckpt.pt`` = ``{"format", "config", "schedule", "model", "ema"}``.
+"""Checkpoints: a model config, its noise schedule, raw weights and (optionally) EMA weights.
 
-Read with ``torch.load(weights_only=True)`` only, so a checkpoint can never run code. Writes go
-to a temporary name beside the target and are renamed into place, so a crash or a full disk
-never leaves a half-written file under the real name.
+Two file forms hold the same :class:`Checkpoint`:
+
+* ``ckpt.safetensors`` (written by default): tensors ``model.<name>`` and ``ema.<name>``; the
+  header's metadata holds ``format``, ``config`` and ``schedule``, each a JSON string. A
+  safetensors file is a JSON header and raw buffers, nothing in it can run code.
+* ``ckpt.pt`` (``.pt`` / ``.pth``, the earlier form): ``torch.save`` of
+  ``{"format", "config", "schedule", "model", "ema"}``, read with ``torch.load(weights_only=True)``
+  only, so it can never run code either.
+
+Reading tells the forms apart by their bytes, not their names. Everything is validated (format,
+config, every tensor's name and shape) before a weight is read. Writes go to a temporary name
+beside the target and are renamed into place, so a crash or a full disk never leaves a
+half-written file under the real name.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +34,11 @@ from vmddpm_deploy.errors import CheckpointError, ConfigError, OutputError
 from vmddpm_deploy.model import VMDDPM, ModelConfig
 
 FORMAT = "vmddpm-deploy/1"
+#: The file name ``init`` and ``train`` write by default.
+DEFAULT_CHECKPOINT_NAME = "ckpt.safetensors"
+#: Suffixes written as a ``torch.save`` file; every other name is written as safetensors.
+TORCH_SAVE_SUFFIXES = (".pt", ".pth")
+_METADATA_KEYS = ("format", "config", "schedule")
 
 
 @dataclass(frozen=True)
@@ -46,25 +63,56 @@ class Checkpoint:
         }
 
 
+    def to_safetensors(self) -> bytes:
+        """The safetensors form: ``model.*`` / ``ema.*`` tensors, JSON strings in the metadata."""
+        from safetensors.torch import save
+
+        tensors = {f"model.{name}": value.contiguous() for name, value in self.model.items()}
+        if self.ema is not None:
+            tensors |= {f"ema.{name}": value.contiguous() for name, value in self.ema.items()}
+        metadata = {
+            "format": json.dumps(FORMAT),
+            "config": json.dumps(self.config.to_dict()),
+            "schedule": json.dumps(self.schedule.to_dict()),
+        }
+        return save(tensors, metadata=metadata)
+
+
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
+    """Write ``checkpoint`` to ``path``: safetensors, or a ``torch.save`` file for a ``.pt`` / ``.pth`` name."""
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"{path} is a directory; give a file name such as {path / 'ckpt.pt'}")
+        raise OutputError(f"{path} is a directory; give a file name such as {path / DEFAULT_CHECKPOINT_NAME}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
-    payload = checkpoint.to_payload()
-    write_atomic(path, lambda handle: torch.save(payload, handle))
+    if path.suffix in TORCH_SAVE_SUFFIXES:
+        payload = checkpoint.to_payload()
+        write_atomic(path, lambda handle: torch.save(payload, handle))
+    else:
+        data = checkpoint.to_safetensors()
+        write_atomic(path, lambda handle: handle.write(data))
     return path
 
 
+def is_safetensors_file(path: Path) -> bool:
+    """Whether ``path``'s bytes start like a safetensors file: an 8-byte little-endian header
+    length, then the JSON header's ``{`` (a torch.save file starts with a zip or pickle marker)."""
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read either form (told apart by the file's first bytes); CheckpointError on anything wrong."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    if is_safetensors_file(path):
+        return load_safetensors_checkpoint(path)
     payload = load_weights_only(path, "checkpoint")
     if not isinstance(payload, dict) or "format" not in payload:
         raise CheckpointError(f"{path} is not a vmddpm-deploy checkpoint (no 'format' entry)")
@@ -85,6 +133,53 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return checkpoint
 
 
+def load_safetensors_checkpoint(path: Path) -> Checkpoint:
+    """A safetensors checkpoint: header, metadata, every name and shape checked, then the tensors read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            missing = [key for key in _METADATA_KEYS if key not in metadata]
+            if missing:
+                raise CheckpointError(
+                    f"{path} is not a vmddpm-deploy checkpoint (its safetensors metadata lacks {', '.join(missing)})"
+                )
+            fields = {}
+            for key in _METADATA_KEYS:
+                try:
+                    fields[key] = json.loads(metadata[key])
+                except json.JSONDecodeError as exc:
+                    raise CheckpointError(f"{path}: metadata {key!r} is not JSON ({exc.msg})") from None
+            if fields["format"] != FORMAT:
+                raise CheckpointError(f"{path} has checkpoint format {fields['format']!r}; this version reads {FORMAT!r}")
+            try:
+                config = ModelConfig.from_dict(fields["config"])
+                schedule = NoiseSchedule.from_dict(fields["schedule"])
+            except (ConfigError, TypeError, AttributeError) as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
+            groups: dict[str, dict[str, Any]] = {"model": {}, "ema": {}}
+            for name in handle.keys():
+                group, dot, key = name.partition(".")
+                if not dot or group not in groups:
+                    raise CheckpointError(f"{path}: tensor {name!r} is neither model.* nor ema.*")
+                groups[group][key] = handle.get_slice(name)
+            if not groups["model"]:
+                raise CheckpointError(f"{path} holds no model.* tensors")
+            shapes = Checkpoint(config, schedule, groups["model"], groups["ema"] or None)
+            _check_weights(shapes, path, shape_of=lambda value: value.get_shape())
+            weights = {
+                group: {key: handle.get_tensor(f"{group}.{key}") for key in names}
+                for group, names in groups.items()
+            }
+    except CheckpointError:
+        raise
+    except Exception as exc:  # SafetensorError: a header that lies about sizes, a truncated file
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({first_line[:160]})") from None
+    return Checkpoint(config, schedule, weights["model"], weights["ema"] or None)
+
+
 def load_weights_only(path: Path, what: str) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU; CheckpointError naming ``what`` when the file
     is not one (truncated, another format, or a pickle that asks for code to run, which is refused
@@ -92,7 +187,9 @@ def load_weights_only(path: Path, what: str) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            # A file handle, not the path: torch picks a reader from a path's suffix (.safetensors).
+            with path.open("rb") as handle:
+                return torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's text advises weights_only=False, which is what must not be done with such a file.
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -107,8 +204,11 @@ def load_weights_only(path: Path, what: str) -> Any:
         raise CheckpointError(f"{path} is not a readable {what} ({first_line[:160]})") from None
 
 
-def _check_weights(checkpoint: Checkpoint, path: Path) -> None:
-    """Fail with the first offending key when the weights do not fit the config."""
+def _check_weights(
+    checkpoint: Checkpoint, path: Path, shape_of: Callable[[Any], Any] = lambda value: value.shape
+) -> None:
+    """Fail with the first offending key when the weights do not fit the config; ``shape_of``
+    reads a value's shape (a tensor's, or a safetensors slice's before it is read)."""
     with torch.device("meta"):
         expected = VMDDPM(checkpoint.config).state_dict()
     for label, weights in (("model", checkpoint.model), ("ema", checkpoint.ema)):
@@ -119,10 +219,10 @@ def _check_weights(checkpoint: Checkpoint, path: Path) -> None:
         for key, value in expected.items():
             if key not in weights:
                 raise CheckpointError(f"{path}: {label} weights do not match the config: missing {key}")
-            if tuple(weights[key].shape) != tuple(value.shape):
+            if tuple(shape_of(weights[key])) != tuple(value.shape):
                 raise CheckpointError(
                     f"{path}: {label} weights do not match the config: {key} has shape "
-                    f"{tuple(weights[key].shape)}, the config needs {tuple(value.shape)}"
+                    f"{tuple(shape_of(weights[key]))}, the config needs {tuple(value.shape)}"
                 )
         extra = sorted(set(weights) - set(expected))
         if extra:

@@ -30,7 +30,7 @@ MAX_IMAGES = 10_000_000
 @reports_errors
 def sample(
     source: Annotated[
-        Path, typer.Argument(help="Checkpoint (ckpt.pt), export directory, or engine plan inside one.")
+        Path, typer.Argument(help="Checkpoint (ckpt.safetensors), export directory, or engine plan inside one.")
     ],
     n: Annotated[int, typer.Option("--n", help="Number of images in the whole job (all shards).")] = 16,
     sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = DEFAULT_SAMPLER_NAME,
@@ -89,11 +89,11 @@ def sample(
     within seed-to-seed noise of DDIM 50 (121.2 / 116.4 against 127.1, 321 images; DDIM 10: 145.5);
     DPM-Solver++ and diffusers' UniPC score worse at 20 (README "Fast sampling at equal quality").
 
-    Example: vmddpm-deploy sample ckpt.pt --n 1000 --out samples/
+    Example: vmddpm-deploy sample ckpt.safetensors --n 1000 --out samples/
 
-    Job array: vmddpm-deploy sample ckpt.pt --n 100000 --shard $SLURM_ARRAY_TASK_ID/64 --out samples/
+    Job array: vmddpm-deploy sample ckpt.safetensors --n 100000 --shard $SLURM_ARRAY_TASK_ID/64 --out samples/
 
-    Ray: vmddpm-deploy sample ckpt.pt --n 100000 --ray auto --device cuda --out /shared/samples/
+    Ray: vmddpm-deploy sample ckpt.safetensors --n 100000 --ray auto --device cuda --out /shared/samples/
     """
     from vmddpm_deploy.jobs import Shard, plan_job, run_sample_job
 

@@ -1,6 +1,6 @@
 """What a ``SRC`` argument names, and the backends that can run it.
 
-A source is a checkpoint file (``ckpt.pt``), an export directory (``manifest.json`` + graphs) or
+A source is a checkpoint file (``ckpt.safetensors``), an export directory (``manifest.json`` + graphs) or
 an engine plan inside one. :func:`open_source` reads and validates it once (checkpoint format,
 manifest checksums); :func:`load_denoiser` turns it into a ``Denoiser`` for one backend:
 
