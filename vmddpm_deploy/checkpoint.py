@@ -17,6 +17,7 @@ half-written file under the real name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 
 from vmddpm_deploy.atomic_write import write_atomic
+from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.diffusion.schedule import NoiseSchedule
 from vmddpm_deploy.errors import CheckpointError, ConfigError, OutputError
 from vmddpm_deploy.model import VMDDPM, ModelConfig
@@ -105,12 +107,15 @@ def is_safetensors_file(path: Path) -> bool:
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read either form (told apart by the file's first bytes); CheckpointError on anything wrong."""
+    """Read either form (told apart by the file's first bytes) or a save_pretrained directory;
+    CheckpointError on anything wrong."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if is_pretrained_directory(path):
+        return load_pretrained_directory(path)
     if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file (nor a save_pretrained directory)")
     if is_safetensors_file(path):
         return load_safetensors_checkpoint(path)
     payload = load_weights_only(path, "checkpoint")
@@ -134,50 +139,111 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 def load_safetensors_checkpoint(path: Path) -> Checkpoint:
-    """A safetensors checkpoint: header, metadata, every name and shape checked, then the tensors read."""
+    """Our safetensors form: the header's metadata and every tensor's name and shape checked, then
+    the tensors read."""
+
+    def parse(metadata: dict[str, str]) -> tuple[ModelConfig, NoiseSchedule]:
+        missing = [key for key in _METADATA_KEYS if key not in metadata]
+        if missing:
+            raise CheckpointError(
+                f"{path} is not a vmddpm-deploy checkpoint (its safetensors metadata lacks {', '.join(missing)})"
+            )
+        fields = {}
+        for key in _METADATA_KEYS:
+            try:
+                fields[key] = json.loads(metadata[key])
+            except json.JSONDecodeError as exc:
+                raise CheckpointError(f"{path}: metadata {key!r} is not JSON ({exc.msg})") from None
+        if fields["format"] != FORMAT:
+            raise CheckpointError(f"{path} has checkpoint format {fields['format']!r}; this version reads {FORMAT!r}")
+        return _parse_config(path, fields["config"], fields["schedule"])
+
+    return _read_safetensors(path, parse, groups=("model", "ema"))
+
+
+#: A ``save_pretrained`` directory of :class:`vmddpm_deploy.diffusers.VMDDPMModel`: diffusers'
+#: file names, the model's config (``ModelConfig``'s fields, ``sample_size``, ``noise_schedule``).
+PRETRAINED_CONFIG = "config.json"
+PRETRAINED_WEIGHTS = "diffusion_pytorch_model.safetensors"
+PRETRAINED_CLASS = "VMDDPMModel"
+
+
+def is_pretrained_directory(path: Path) -> bool:
+    return path.is_dir() and (path / PRETRAINED_CONFIG).is_file()
+
+
+def load_pretrained_directory(path: Path) -> Checkpoint:
+    """A ``save_pretrained`` directory read without diffusers: config.json, then the weights file
+    (tensors ``model.*``, the wrapped denoiser's), checked like our own safetensors form."""
+    config_path, weights_path = path / PRETRAINED_CONFIG, path / PRETRAINED_WEIGHTS
+    try:
+        data = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_path} is not readable JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("_class_name") != PRETRAINED_CLASS:
+        found = data.get("_class_name") if isinstance(data, dict) else None
+        raise CheckpointError(f"{path} is a save_pretrained directory of {found!r}, not of {PRETRAINED_CLASS}")
+    if not weights_path.is_file():
+        raise CheckpointError(f"{path} has no {PRETRAINED_WEIGHTS}")
+    fields = {key: value for key, value in data.items() if not key.startswith("_")}
+    sample_size = fields.pop("sample_size", None)
+    schedule = fields.pop("noise_schedule", None)
+    config, schedule = _parse_config(config_path, fields, NoiseSchedule().to_dict() if schedule is None else schedule)
+    if sample_size not in (None, config.image_size):
+        raise CheckpointError(f"{config_path}: sample_size {sample_size} differs from image_size {config.image_size}")
+    return _read_safetensors(weights_path, lambda metadata: (config, schedule), groups=("model",))
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """What identifies a checkpoint's content: a file's sha256; for a save_pretrained directory,
+    the sha256 of its config's and its weights' sha256 together."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    parts = (sha256_file(path / PRETRAINED_CONFIG), sha256_file(path / PRETRAINED_WEIGHTS))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _parse_config(path: Path, config: Any, schedule: Any) -> tuple[ModelConfig, NoiseSchedule]:
+    try:
+        return ModelConfig.from_dict(config), NoiseSchedule.from_dict(schedule)
+    except (ConfigError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _read_safetensors(
+    path: Path,
+    parse_metadata: Callable[[dict[str, str]], tuple[ModelConfig, NoiseSchedule]],
+    groups: tuple[str, ...],
+) -> Checkpoint:
+    """Read a safetensors file of ``<group>.<name>`` tensors: the header first (safetensors refuses
+    a truncated file or offsets that do not fit the file), then names and shapes against the
+    config, and only then the tensors."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            missing = [key for key in _METADATA_KEYS if key not in metadata]
-            if missing:
-                raise CheckpointError(
-                    f"{path} is not a vmddpm-deploy checkpoint (its safetensors metadata lacks {', '.join(missing)})"
-                )
-            fields = {}
-            for key in _METADATA_KEYS:
-                try:
-                    fields[key] = json.loads(metadata[key])
-                except json.JSONDecodeError as exc:
-                    raise CheckpointError(f"{path}: metadata {key!r} is not JSON ({exc.msg})") from None
-            if fields["format"] != FORMAT:
-                raise CheckpointError(f"{path} has checkpoint format {fields['format']!r}; this version reads {FORMAT!r}")
-            try:
-                config = ModelConfig.from_dict(fields["config"])
-                schedule = NoiseSchedule.from_dict(fields["schedule"])
-            except (ConfigError, TypeError, AttributeError) as exc:
-                raise CheckpointError(f"{path}: {exc}") from None
-            groups: dict[str, dict[str, Any]] = {"model": {}, "ema": {}}
+            config, schedule = parse_metadata(handle.metadata() or {})
+            found: dict[str, dict[str, Any]] = {group: {} for group in groups}
             for name in handle.keys():
                 group, dot, key = name.partition(".")
-                if not dot or group not in groups:
-                    raise CheckpointError(f"{path}: tensor {name!r} is neither model.* nor ema.*")
-                groups[group][key] = handle.get_slice(name)
-            if not groups["model"]:
+                if not dot or group not in found:
+                    expected = " nor ".join(f"{group}.*" for group in groups)
+                    raise CheckpointError(f"{path}: tensor {name!r} is {'neither' if len(groups) > 1 else 'not'} {expected}")
+                found[group][key] = handle.get_slice(name)
+            if not found["model"]:
                 raise CheckpointError(f"{path} holds no model.* tensors")
-            shapes = Checkpoint(config, schedule, groups["model"], groups["ema"] or None)
+            shapes = Checkpoint(config, schedule, found["model"], found.get("ema") or None)
             _check_weights(shapes, path, shape_of=lambda value: value.get_shape())
             weights = {
-                group: {key: handle.get_tensor(f"{group}.{key}") for key in names}
-                for group, names in groups.items()
+                group: {key: handle.get_tensor(f"{group}.{key}") for key in names} for group, names in found.items()
             }
     except CheckpointError:
         raise
     except Exception as exc:  # SafetensorError: a header that lies about sizes, a truncated file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({first_line[:160]})") from None
-    return Checkpoint(config, schedule, weights["model"], weights["ema"] or None)
+    return Checkpoint(config, schedule, weights["model"], weights.get("ema") or None)
 
 
 def load_weights_only(path: Path, what: str) -> Any:
