@@ -219,3 +219,42 @@ def test_safetensors_header_that_lies_about_sizes(tmp_path, checkpoint):
     path.write_bytes(struct.pack("<Q", 10**9) + data[8:])  # a header length past the end of the file
     with pytest.raises(CheckpointError, match="not a readable"):
         load_checkpoint(path)
+
+
+# -- a diffusers save_pretrained directory, read without diffusers ------------------------------------
+
+
+def _pretrained_dir(tmp_path, checkpoint, **config_overrides):
+    directory = tmp_path / "pretrained"
+    directory.mkdir(exist_ok=True)
+    config = {"_class_name": "VMDDPMModel", "_diffusers_version": "0.42.1", **checkpoint.config.to_dict(),
+              "sample_size": checkpoint.config.image_size, "noise_schedule": checkpoint.schedule.to_dict()}
+    (directory / "config.json").write_text(json.dumps(config | config_overrides))
+    tensors = {f"model.{k}": v.contiguous() for k, v in checkpoint.model.items()}
+    (directory / "diffusion_pytorch_model.safetensors").write_bytes(save_safetensors(tensors, metadata={"format": "pt"}))
+    return directory
+
+
+def test_save_pretrained_directory_loads(tmp_path, checkpoint):
+    loaded = load_checkpoint(_pretrained_dir(tmp_path, checkpoint))
+    assert (loaded.config, loaded.schedule) == (checkpoint.config, checkpoint.schedule)
+    assert torch.equal(loaded.model["stem.weight"], checkpoint.model["stem.weight"])
+
+
+def test_bad_save_pretrained_directories(tmp_path, checkpoint):
+    directory = _pretrained_dir(tmp_path, checkpoint, _class_name="UNet2DModel")
+    with pytest.raises(CheckpointError, match="of 'UNet2DModel', not of VMDDPMModel"):
+        load_checkpoint(directory)
+    _pretrained_dir(tmp_path, checkpoint, sample_size=64)
+    with pytest.raises(CheckpointError, match="sample_size 64 differs from image_size 8"):
+        load_checkpoint(directory)
+    _pretrained_dir(tmp_path, checkpoint, base_channels=16)
+    with pytest.raises(CheckpointError, match="weights do not match the config"):
+        load_checkpoint(directory)
+    (directory / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json is not readable JSON"):
+        load_checkpoint(directory)
+    _pretrained_dir(tmp_path, checkpoint)
+    (directory / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="has no diffusion_pytorch_model.safetensors"):
+        load_checkpoint(directory)

@@ -104,3 +104,21 @@ def test_diffusers_ddpm_pipeline_runs_the_model(tmp_path, checkpoint):
     images = pipeline(batch_size=2, num_inference_steps=5, generator=torch.Generator().manual_seed(0),
                       output_type="np").images
     assert images.shape == (2, 8, 8, 1) and np.isfinite(images).all() and images.std() > 0
+
+
+def test_export_and_check_take_a_save_pretrained_directory(tmp_path, checkpoint):
+    pretrained = tmp_path / "pretrained"
+    VMDDPMModel.from_checkpoint(checkpoint).save_pretrained(pretrained)
+    export_dir = tmp_path / "export"
+    result = invoke("export", pretrained, "-o", export_dir, "--ops", "portable", "--dtype", "fp32", "--quiet")
+    assert result.exit_code == 0, result.output
+    # check finds the torch reference through the manifest's record of the directory ...
+    checked = invoke("check", export_dir, "--backends", "onnxruntime", "--batch", "2")
+    assert checked.exit_code == 0, checked.output
+    assert "pass" in checked.output
+    # ... or takes it as --checkpoint; a changed weights file is no longer the export's source.
+    named = invoke("check", export_dir, "--backends", "onnxruntime", "--checkpoint", pretrained)
+    assert named.exit_code == 0, named.output
+    VMDDPMModel.from_checkpoint(init_checkpoint(checkpoint.config, SCHEDULE, seed=9)).save_pretrained(pretrained)
+    stale = invoke("check", export_dir, "--backends", "onnxruntime")
+    assert stale.exit_code != 0
