@@ -142,6 +142,12 @@ def test_safetensors_layout_is_model_and_ema_tensors_with_json_metadata(tmp_path
     assert torch.equal(loaded.ema["stem.weight"], ema["stem.weight"])
 
 
+def test_ema_that_shares_the_raw_weights_memory_is_written(tmp_path, checkpoint):
+    shared = Checkpoint(checkpoint.config, checkpoint.schedule, checkpoint.model, dict(checkpoint.model))
+    loaded = load_checkpoint(save_checkpoint(shared, tmp_path / "c.safetensors"))
+    assert torch.equal(loaded.ema["stem.weight"], checkpoint.model["stem.weight"])
+
+
 def test_the_form_is_read_from_the_bytes_not_the_name(tmp_path, checkpoint):
     safetensors_bytes = save_checkpoint(checkpoint, tmp_path / "a.safetensors").read_bytes()
     (tmp_path / "renamed.pt").write_bytes(safetensors_bytes)

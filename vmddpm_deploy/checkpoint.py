@@ -69,9 +69,20 @@ class Checkpoint:
         """The safetensors form: ``model.*`` / ``ema.*`` tensors, JSON strings in the metadata."""
         from safetensors.torch import save
 
-        tensors = {f"model.{name}": value.contiguous() for name, value in self.model.items()}
+        storages: set[int] = set()
+
+        def own_buffer(value: torch.Tensor) -> torch.Tensor:
+            # safetensors refuses tensors that share memory (EMA weights that are the raw ones, a view).
+            value = value.contiguous()
+            storage = value.untyped_storage().data_ptr()
+            if storage in storages:
+                value = value.clone()
+            storages.add(value.untyped_storage().data_ptr())
+            return value
+
+        tensors = {f"model.{name}": own_buffer(value) for name, value in self.model.items()}
         if self.ema is not None:
-            tensors |= {f"ema.{name}": value.contiguous() for name, value in self.ema.items()}
+            tensors |= {f"ema.{name}": own_buffer(value) for name, value in self.ema.items()}
         metadata = {
             "format": json.dumps(FORMAT),
             "config": json.dumps(self.config.to_dict()),
