@@ -3,14 +3,14 @@ samplers beside diffusers' own schedulers driving the same model's eps.
 
     python benchmarks/bench_quality.py [--out benchmarks/results/quality] [--n 321]
         [--nfe 5,10,20,50,100] [--seeds 0,1] [--rows ddim,dpm-solver++,diffusers-unipc,...]
-        [--checkpoint vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.pt] [--real bundled:train]
+        [--checkpoint vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.safetensors] [--real bundled:train]
 
 Every cell (row, NFE, seed) samples ``--n`` images through :func:`vmddpm_deploy.generation.generate`,
 so every row starts from the same x_T (sample ``i`` of seed ``s`` draws the same noise whatever the
 sampler), runs the same padded batches and differs only in the update rule. diffusers' schedulers
-enter through :class:`DiffusersScheduler`, an adapter to our ``Sampler`` protocol; they keep their
-own defaults (float32 tables from ``beta_schedule="linear"``), so their rows are an independent
-implementation, not ours re-run. FID and KID are against ``--real`` (default: the 321 training
+enter through :class:`vmddpm_deploy.diffusers.DiffusersScheduler` (what ``sample --scheduler
+diffusers:NAME`` runs); they keep their own defaults (float32 tables from ``beta_schedule="linear"``),
+so their rows are an independent implementation, not ours re-run. FID and KID are against ``--real`` (default: the 321 training
 slices, so n = 321 compares equal-sized sets; FID is biased upward at small n, so compare rows
 only at equal n). Seconds per image are the sampling wall time over n, measured in this run.
 
@@ -41,47 +41,15 @@ from vmddpm_deploy.evaluation.metrics import evaluate_sets
 from vmddpm_deploy.generation import generate
 from vmddpm_deploy.runtime.source import load_denoiser, open_source
 
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.pt"
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.safetensors"
 DEFAULT_NFE = (5, 10, 20, 50, 100)
 
 
-class DiffusersScheduler:
-    """A diffusers scheduler behind our ``Sampler`` protocol, for one run at a time.
+def _diffusers(class_name: str, **options) -> Callable[[NoiseSchedule, int], object]:
+    def make(schedule: NoiseSchedule, steps: int) -> object:
+        from vmddpm_deploy.diffusers.scheduler import diffusers_sampler
 
-    diffusers' schedulers are stateful (step index, a multistep history), so step 0 resets the
-    scheduler with ``set_timesteps``; the loop drives one batch from x_T to x_0 before the next
-    starts, which is all :func:`generate` does. Only deterministic settings are used (no noise).
-    """
-
-    def __init__(self, scheduler, steps: int):
-        self.scheduler = scheduler
-        self.steps = steps
-        scheduler.set_timesteps(steps)
-        self.timesteps = tuple(int(t) for t in scheduler.timesteps)
-
-    def needs_noise(self, k: int) -> bool:
-        return False
-
-    def step(self, k, x, eps, noise, history):
-        if k == 0:
-            self.scheduler.set_timesteps(self.steps)
-        t = self.scheduler.timesteps[k]
-        return self.scheduler.step(eps, t, x).prev_sample, None
-
-
-def _diffusers(class_name: str, **options) -> Callable[[NoiseSchedule, int], DiffusersScheduler]:
-    def make(schedule: NoiseSchedule, steps: int) -> DiffusersScheduler:
-        import diffusers
-
-        if schedule.kind != "linear":
-            raise SystemExit(f"error: the diffusers rows are set up for a linear schedule, not {schedule.kind}")
-        config = {
-            "num_train_timesteps": schedule.num_train_timesteps,
-            "beta_start": schedule.beta_start,
-            "beta_end": schedule.beta_end,
-            "beta_schedule": "linear",
-        }
-        return DiffusersScheduler(getattr(diffusers, class_name)(**config, **options), steps)
+        return diffusers_sampler(class_name, schedule, steps, options)
 
     return make
 

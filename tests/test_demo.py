@@ -63,7 +63,7 @@ def test_without_a_bundled_checkpoint_it_says_so_and_runs_untrained(tmp_path, mo
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "no trained checkpoint is bundled" in text and "absent.pt is missing" in text
-    assert (out / "untrained-tiny.pt").is_file()
+    assert (out / "untrained-tiny.safetensors").is_file()
     with np.load(out / "samples.npz") as npz:
         assert npz["images"].shape == (2, 1, 32, 32)
 

@@ -7,7 +7,7 @@ default sampler (:data:`~vmddpm_deploy.diffusion.reverse_process.DEFAULT_SAMPLER
 after the first run.
 Files written to the output directory::
 
-    untrained-tiny.pt  only when no trained checkpoint is bundled (and --checkpoint is not given)
+    untrained-tiny.safetensors  only when no trained checkpoint is bundled (and --checkpoint is not given)
     export/            denoiser.onnx, denoiser.portable.onnx, manifest.json
     samples.npz        indices (n,), images (n, C, H, W) uint16, as `sample --format npz` writes
     contact_sheet.png  generated (left) and real held-out (right) images, labelled, with the scores
@@ -33,7 +33,7 @@ from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.outputs import prepare_output_dir, to_uint16, write_npz
 
 #: The trained checkpoint shipped with the package (``train --data bundled --preset tiny``).
-DEMO_CHECKPOINT = BUNDLED_DIR / "vmddpm_tiny_mni152.pt"
+DEMO_CHECKPOINT = BUNDLED_DIR / "vmddpm_tiny_mni152.safetensors"
 #: The real images generated ones are compared with: slices the bundled model never trained on.
 REAL_SET = "bundled:heldout"
 EXPORT_DTYPES = ("fp32",)
@@ -191,9 +191,9 @@ def _checkpoint_path(out: Path, settings: DemoSettings, notes: list[str]) -> Pat
     notes.append(
         f"no trained checkpoint is bundled ({DEMO_CHECKPOINT} is missing): the demo runs an untrained "
         f"tiny model, so expect noise and a large FID; train one with "
-        f"`vmddpm-deploy train --data bundled --preset tiny -o ckpt.pt` and pass --checkpoint ckpt.pt"
+        f"`vmddpm-deploy train --data bundled --preset tiny -o ckpt.safetensors` and pass --checkpoint ckpt.safetensors"
     )
-    return save_checkpoint(init_checkpoint(preset("tiny"), NoiseSchedule(), seed=0), out / "untrained-tiny.pt")
+    return save_checkpoint(init_checkpoint(preset("tiny"), NoiseSchedule(), seed=0), out / "untrained-tiny.safetensors")
 
 
 def _export(checkpoint_path: Path, export_dir: Path, notes: list[str]) -> Path | None:

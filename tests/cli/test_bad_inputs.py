@@ -29,7 +29,7 @@ from vmddpm_deploy.export.manifest import file_record, read_manifest, write_mani
 from vmddpm_deploy.model import ModelConfig
 
 MICRO = ModelConfig(image_size=8, base_channels=8, channel_mult=(1, 2), d_state=4, norm_groups=4)
-BUNDLED_CKPT = "vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.pt"
+BUNDLED_CKPT = "vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.safetensors"
 
 
 class RunsCode:

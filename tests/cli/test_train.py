@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.cli import runner as cli
 from tests.cli.runner import error_line
-from vmddpm_deploy.checkpoint import load_checkpoint
+from vmddpm_deploy.checkpoint import is_safetensors_file, load_checkpoint
 
 def invoke(*args):
     return cli.invoke("train", *args)
@@ -34,13 +34,13 @@ def micro_json(tmp_path, micro_config):
 
 
 def test_micro_run_then_resume(tmp_path, pngs, micro_json):
-    out = tmp_path / "ckpt.pt"
+    out = tmp_path / "ckpt.safetensors"
     common = ("--data", pngs, "--config", micro_json, "--batch-size", 2, "--lr", "1e-3", "-o", out, "--device", "cpu")
     result = invoke(*common, "--steps", 2, "--quiet")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["steps"] == 2 and summary["images"] == 6 and summary["batch_size"] == 2
-    assert load_checkpoint(out).config.image_size == 8
+    assert load_checkpoint(out).config.image_size == 8 and is_safetensors_file(out)
     # --resume takes the run's settings and model; only --data and --steps are repeated.
     result = invoke("--data", pngs, "-o", out, "--steps", 3, "--resume", "--device", "cpu")
     assert result.exit_code == 0, result.output

@@ -11,6 +11,7 @@ from vmddpm_deploy.cli import (  # noqa: F401  (register the commands)
     bench,
     build_engine,
     check,
+    convert,
     demo,
     doctor,
     evaluate,

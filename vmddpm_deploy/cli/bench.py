@@ -24,7 +24,7 @@ from vmddpm_deploy.errors import InvalidArgumentError
 @reports_errors
 def bench(
     source: Annotated[
-        Path, typer.Argument(help="Checkpoint file (ckpt.pt) or export directory (from `vmddpm-deploy export`).")
+        Path, typer.Argument(help="Checkpoint file (ckpt.safetensors) or export directory (from `vmddpm-deploy export`).")
     ],
     backends: Annotated[
         str | None,
@@ -56,7 +56,7 @@ def bench(
     in the same run. Timed calls go round-robin over the rows, so load from elsewhere on the
     machine slows every row alike and the speedups hold.
 
-    Example: vmddpm-deploy bench ckpt.pt --batch-sizes 1,16 --json bench.json
+    Example: vmddpm-deploy bench ckpt.safetensors --batch-sizes 1,16 --json bench.json
 
     Example: vmddpm-deploy bench exports/ckpt --backends torch,onnxruntime
 

@@ -27,7 +27,7 @@ class ExportOps(str, Enum):
 @app.command("export")
 @reports_errors
 def export_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (ckpt.pt) to export.")],
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (ckpt.safetensors) to export.")],
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Export directory (default: exports/<checkpoint stem>).")
     ] = None,
@@ -53,7 +53,7 @@ def export_command(
     library) and manifest.json (model config, noise schedule, io names and dtypes, sha256 of
     every file). Every graph passes onnx.checker before the directory is renamed into place.
 
-    Example: vmddpm-deploy export ckpt.pt -o exports/tiny --dtype both --ops all
+    Example: vmddpm-deploy export ckpt.safetensors -o exports/tiny --dtype both --ops all
     """
     from vmddpm_deploy.export import export_checkpoint
 

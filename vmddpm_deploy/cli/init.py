@@ -23,7 +23,7 @@ from vmddpm_deploy.errors import OutputError
 @app.command()
 @reports_errors
 def init(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint file to write.")] = Path("ckpt.pt"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint file to write.")] = Path("ckpt.safetensors"),
     preset_name: Annotated[Preset, typer.Option("--preset", help="Model size and resolution.")] = DEFAULT_PRESET,
     scan_order: Annotated[ScanOrder, typer.Option(help="How SS2D threads the image into 1-D routes.")] = DEFAULT_SCAN_ORDER,
     schedule: Annotated[ScheduleKind, typer.Option(help="Noise schedule (T = 1000 steps).")] = DEFAULT_SCHEDULE,
@@ -35,7 +35,7 @@ def init(
     Untrained weights produce noise-like images; use it to try the pipeline (export, engines,
     sampling speed) before a trained model is at hand.
 
-    Example: vmddpm-deploy init --preset tiny --scan-order regen -o ckpt.pt
+    Example: vmddpm-deploy init --preset tiny --scan-order regen -o ckpt.safetensors
     """
     from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
     from vmddpm_deploy.diffusion import NoiseSchedule

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,12 +30,25 @@ MAX_IMAGES = 10_000_000
 @reports_errors
 def sample(
     source: Annotated[
-        Path, typer.Argument(help="Checkpoint (ckpt.pt), export directory, or engine plan inside one.")
+        Path, typer.Argument(help="Checkpoint (ckpt.safetensors, .pt, or a diffusers save_pretrained directory), export directory, or "
+        "engine plan inside one.")
     ],
     n: Annotated[int, typer.Option("--n", help="Number of images in the whole job (all shards).")] = 16,
     sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = DEFAULT_SAMPLER_NAME,
     steps: Annotated[int, typer.Option(help="Denoising steps (at most the schedule's T).")] = DEFAULT_STEPS,
     eta: Annotated[float, typer.Option(help="DDIM stochasticity: 0 is deterministic, 1 is DDPM-like.")] = 0.0,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            metavar="diffusers:CLASS",
+            help="A diffusers scheduler in place of --sampler, e.g. diffusers:UniPCMultistepScheduler: a deterministic "
+            "one that feeds the sample itself to the model; its beta schedule is SRC's. Needs vmddpm-deploy\\[diffusers].",
+        ),
+    ] = None,
+    scheduler_config: Annotated[
+        str | None,
+        typer.Option(metavar="JSON|FILE", help="--scheduler's config: a JSON object, or a file holding one."),
+    ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -76,7 +89,7 @@ def sample(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar; print one JSON summary line.")] = False,
 ) -> None:
-    """Generate images with DDPM, DDIM or DPM-Solver++ and write them as 16-bit PNG, NPZ or NIfTI.
+    """Generate images with DDPM, DDIM, DPM-Solver++ or a diffusers scheduler; write 16-bit PNG, NPZ or NIfTI.
 
     At one --batch-size, sample i is the same file byte for byte whatever the --shard split,
     resume point or Ray workers: its noise comes from (seed, i) alone and every batch is padded
@@ -89,11 +102,13 @@ def sample(
     within seed-to-seed noise of DDIM 50 (121.2 / 116.4 against 127.1, 321 images; DDIM 10: 145.5);
     DPM-Solver++ and diffusers' UniPC score worse at 20 (README "Fast sampling at equal quality").
 
-    Example: vmddpm-deploy sample ckpt.pt --n 1000 --out samples/
+    Example: vmddpm-deploy sample ckpt.safetensors --n 1000 --out samples/
 
-    Job array: vmddpm-deploy sample ckpt.pt --n 100000 --shard $SLURM_ARRAY_TASK_ID/64 --out samples/
+    Job array: vmddpm-deploy sample ckpt.safetensors --n 100000 --shard $SLURM_ARRAY_TASK_ID/64 --out samples/
 
-    Ray: vmddpm-deploy sample ckpt.pt --n 100000 --ray auto --device cuda --out /shared/samples/
+    Ray: vmddpm-deploy sample ckpt.safetensors --n 100000 --ray auto --device cuda --out /shared/samples/
+
+    diffusers: vmddpm-deploy sample ckpt.safetensors --scheduler diffusers:UniPCMultistepScheduler --scheduler-config '{"solver_order": 3}'
     """
     from vmddpm_deploy.jobs import Shard, plan_job, run_sample_job
 
@@ -113,7 +128,7 @@ def sample(
 
     plan = plan_job(
         source, n=n, sampler=sampler.value, steps=steps, eta=eta, seed=seed, image_format=image_format.value,
-        shard=shard_spec, batch_size=batch_size,
+        shard=shard_spec, batch_size=batch_size, scheduler=_scheduler_choice(scheduler, scheduler_config),
     )
     with progress_callback("sampling", quiet) as report:
         summary = run_sample_job(
@@ -126,7 +141,35 @@ def sample(
         typer.echo(
             f"wrote {summary['images']} images to {out} in {summary['seconds']:.1f} s "
             f"({summary['images_per_second'] or 0:.2f} images/s, {summary['ms_per_denoiser_call']:.1f} ms per "
-            f"denoiser call at batch {summary['batch_size']}, {sampler.value} {steps} steps, backend {summary['backend']})"
+            f"denoiser call at batch {summary['batch_size']}, {summary['sampler']} {steps} steps, backend {summary['backend']})"
         )
+
+
+def _scheduler_choice(scheduler: str | None, config_text: str | None) -> tuple[str, dict[str, Any]] | None:
+    """``--scheduler diffusers:CLASS`` and ``--scheduler-config`` -> (CLASS, config), checked for form only."""
+    if scheduler is None:
+        if config_text is not None:
+            raise InvalidArgumentError("--scheduler-config applies to --scheduler only")
+        return None
+    prefix, _, class_name = scheduler.partition(":")
+    if prefix != "diffusers" or not class_name.isidentifier():
+        raise InvalidArgumentError(f"--scheduler takes diffusers:CLASS (e.g. diffusers:UniPCMultistepScheduler), got {scheduler!r}")
+    if config_text is None:
+        return class_name, {}
+    source = "--scheduler-config"
+    if Path(config_text).is_file():
+        source = f"--scheduler-config {config_text}"
+        try:
+            config_text = Path(config_text).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgumentError(f"{source}: cannot read it ({exc})") from None
+    try:
+        config = json.loads(config_text)
+    except json.JSONDecodeError as exc:
+        what = "is not valid JSON" if source != "--scheduler-config" else "is neither a file nor valid JSON"
+        raise InvalidArgumentError(f"{source} {what} ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(config, dict):
+        raise InvalidArgumentError(f"{source} must be a JSON object, got {type(config).__name__}")
+    return class_name, config
 
 

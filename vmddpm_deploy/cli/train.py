@@ -43,7 +43,7 @@ def train(
             rich_help_panel=DATA,
         ),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (and resume).")] = Path("ckpt.pt"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (and resume).")] = Path("ckpt.safetensors"),
     steps: Annotated[
         Optional[int],
         typer.Option(help="Total optimiser steps of the run (default 10000; with --resume, the run's).", rich_help_panel=OPT),
@@ -123,11 +123,11 @@ def train(
     Images are normalised to [-1, 1], resized to the model's resolution and held in memory.
     Every step's images, flips, timesteps and noise depend only on (seed, step), so a run
     continued with --resume follows the same loss curve as one that never stopped. Ctrl-C
-    finishes the current step, writes a checkpoint and exits; ckpt.pt.loss.csv logs the loss.
+    finishes the current step, writes a checkpoint and exits; ckpt.safetensors.loss.csv logs the loss.
 
-    Example: vmddpm-deploy train --data bundled --preset tiny --steps 20000 --sample-every 2000 -o ckpt.pt
+    Example: vmddpm-deploy train --data bundled --preset tiny --steps 20000 --sample-every 2000 -o ckpt.safetensors
 
-    Real data: vmddpm-deploy train --data ~/data/BraTS2018/training --modality flair --preset small -o brats.pt
+    Real data: vmddpm-deploy train --data ~/data/BraTS2018/training --modality flair --preset small -o brats.safetensors
     """
     from vmddpm_deploy.data import Intensity, LoadOptions
     from vmddpm_deploy.training import TrainRequest, loss_log_path, run_request

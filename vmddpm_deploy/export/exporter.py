@@ -26,8 +26,7 @@ import onnx
 import torch
 
 from vmddpm_deploy import __version__
-from vmddpm_deploy.checkpoint import build_model, load_checkpoint
-from vmddpm_deploy.digests import sha256_file
+from vmddpm_deploy.checkpoint import build_model, checkpoint_sha256, load_checkpoint
 from vmddpm_deploy.errors import ExportError, InvalidArgumentError, OutputError
 from vmddpm_deploy.export.fp16 import half_precision
 from vmddpm_deploy.export.manifest import (
@@ -326,7 +325,7 @@ def _manifest_data(checkpoint_path, checkpoint, opset, fixed_batch, records) -> 
         },
         "source": {
             "checkpoint": str(checkpoint_path),
-            "sha256": sha256_file(checkpoint_path),
+            "sha256": checkpoint_sha256(checkpoint_path),
             "weights": "ema" if checkpoint.ema is not None else "model",
         },
         "model": config.to_dict(),

@@ -35,7 +35,7 @@ from vmddpm_deploy.atomic_write import temporaries, write_atomic
 from vmddpm_deploy.diffusion import Denoiser, Sampler
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 from vmddpm_deploy.generation import CallTimer, generate
-from vmddpm_deploy.jobs.spec import JobSettings, job_summary
+from vmddpm_deploy.jobs.spec import JobSettings, job_summary, setting_difference
 from vmddpm_deploy.outputs import (
     prepare_output_dir,
     sample_file_name,
@@ -145,9 +145,10 @@ class SampleJob:
             if changed:
                 key = changed[0]
                 option = "--batch-size" if key == "batch_size" else key
+                option, was, now = setting_difference(option, recorded.get(key), wanted[key])
                 raise InvalidArgumentError(
-                    f"{self.out} holds shards made with {option} {recorded.get(key)} ({path.name}), this one would "
-                    f"use {wanted[key]}; give every shard of a job the same settings, or choose another --out"
+                    f"{self.out} holds shards made with {option} {was} ({path.name}), this one would "
+                    f"use {now}; give every shard of a job the same settings, or choose another --out"
                 )
 
     def _fresh(self) -> set[int]:
@@ -176,9 +177,10 @@ class SampleJob:
         changed = sorted(key for key in wanted if recorded.get(key) != wanted[key])
         if changed:
             first = changed[0]
+            first, was, now = setting_difference(first, recorded.get(first), wanted[first])
             raise InvalidArgumentError(
-                f"--resume with different settings: {first} was {recorded.get(first)!r}, now "
-                f"{wanted[first]!r}; use the original settings or another --out"
+                f"--resume with different settings: {first} was {was!r}, now "
+                f"{now!r}; use the original settings or another --out"
             )
         return self._on_disk({int(i) for i in done})
 

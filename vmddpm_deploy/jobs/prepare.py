@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from vmddpm_deploy.diffusion import Denoiser, Sampler, make_sampler
-from vmddpm_deploy.errors import ArtifactError
+from vmddpm_deploy.diffusion.schedule import check_steps
+from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
 from vmddpm_deploy.jobs.output_dir import SampleJob
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
 from vmddpm_deploy.runtime.batching import resolve_batch_size
@@ -37,18 +38,40 @@ class JobPlan:
 
     def make_sampler(self) -> Sampler:
         s = self.settings
+        if s.scheduler is not None:
+            from vmddpm_deploy.diffusers import require_diffusers
+
+            require_diffusers(f"--scheduler {s.sampler}")
+            from vmddpm_deploy.diffusers.scheduler import DiffusersScheduler
+
+            return DiffusersScheduler.from_spec(s.scheduler, s.steps)
         return make_sampler(s.sampler, self.source.schedule, s.steps, eta=s.eta)
 
 
 def plan_job(
     source: str | os.PathLike, *, n: int, sampler: str, steps: int, eta: float, seed: int, image_format: str,
     shard: Shard = Shard(), batch_size: int | None = None,
+    scheduler: tuple[str, dict[str, Any]] | None = None,
 ) -> JobPlan:
     """Open ``source`` (checksums verified) and check the sampler settings: every error a job can
     find without loading the model arrives here, before any file is written. ``batch_size`` None:
-    the backend's largest, resolved by :func:`prepare_job`."""
+    the backend's largest, resolved by :func:`prepare_job`. ``scheduler``: a diffusers scheduler's
+    class name and config, which replaces ``sampler``."""
     opened = open_source(source)
-    settings = JobSettings(opened.sha256, n, sampler, steps, eta, seed, image_format, shard, batch_size)
+    spec = None
+    if scheduler is not None:
+        from vmddpm_deploy.diffusers import require_diffusers
+
+        class_name, config = scheduler
+        require_diffusers(f"--scheduler diffusers:{class_name}")
+        from vmddpm_deploy.diffusers.scheduler import diffusers_sampler
+
+        if eta != 0.0:
+            raise InvalidArgumentError("--eta applies to --sampler ddim; a diffusers scheduler takes it in --scheduler-config")
+        check_steps(opened.schedule.num_train_timesteps, steps)
+        spec = diffusers_sampler(class_name, opened.schedule, steps, config).spec
+        sampler = f"diffusers:{class_name}"
+    settings = JobSettings(opened.sha256, n, sampler, steps, eta, seed, image_format, shard, batch_size, spec)
     plan = JobPlan(opened, settings)
     plan.make_sampler()  # InvalidArgumentError on steps / eta the schedule cannot take
     return plan

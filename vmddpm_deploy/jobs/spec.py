@@ -41,6 +41,9 @@ class JobSettings:
     ``batch_size`` belongs here because every batch is padded to it (:mod:`vmddpm_deploy.generation`):
     the images are a function of it. None means "the backend's largest", which
     :func:`vmddpm_deploy.jobs.prepare.prepare_job` resolves to a number before anything runs.
+    ``scheduler`` is a diffusers scheduler's class, diffusers version and full config
+    (:attr:`vmddpm_deploy.diffusers.DiffusersScheduler.spec`) when one replaces ``sampler``
+    (which then reads ``diffusers:<class>``).
     """
 
     source_sha256: str
@@ -52,11 +55,24 @@ class JobSettings:
     image_format: str
     shard: Shard
     batch_size: int | None = None
+    scheduler: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["shard"] = f"{self.shard.index}/{self.shard.count}"
         return data
+
+
+def setting_difference(key: str, recorded: Any, wanted: Any) -> tuple[str, Any, Any]:
+    """The innermost differing entry of two values of setting ``key`` as (dotted key, recorded,
+    wanted), so that a scheduler config of thirty entries that differs in one names that one
+    (``scheduler.config.thresholding``, True, False)."""
+    while isinstance(recorded, dict) and isinstance(wanted, dict):
+        inner = next((k for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)), None)
+        if inner is None:
+            break
+        key, recorded, wanted = f"{key}.{inner}", recorded.get(inner), wanted.get(inner)
+    return key, recorded, wanted
 
 
 def job_summary(

@@ -1,7 +1,8 @@
 """What a ``SRC`` argument names, and the backends that can run it.
 
-A source is a checkpoint file (``ckpt.pt``), an export directory (``manifest.json`` + graphs) or
-an engine plan inside one. :func:`open_source` reads and validates it once (checkpoint format,
+A source is a checkpoint (a ``ckpt.safetensors`` or ``.pt`` file, or a ``save_pretrained``
+directory of :class:`vmddpm_deploy.diffusers.VMDDPMModel`), an export directory (``manifest.json``
++ graphs) or an engine plan inside one. :func:`open_source` reads and validates it once (checkpoint format,
 manifest checksums); :func:`load_denoiser` turns it into a ``Denoiser`` for one backend:
 
 ==============  =================  ==============================================================
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from vmddpm_deploy.checkpoint import Checkpoint, load_checkpoint
+from vmddpm_deploy.checkpoint import Checkpoint, checkpoint_sha256, is_pretrained_directory, load_checkpoint
 from vmddpm_deploy.diffusion import Denoiser, NoiseSchedule
 from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import InvalidArgumentError
@@ -51,7 +52,7 @@ class DenoiserSource:
 def open_source(path: str | os.PathLike) -> DenoiserSource:
     """Read a checkpoint, an export directory or a plan file inside one (checksums verified)."""
     path = Path(path)
-    if path.is_dir() or path.suffix == ".plan" or path.name == MANIFEST_NAME:
+    if (path.is_dir() and not is_pretrained_directory(path)) or path.suffix == ".plan" or path.name == MANIFEST_NAME:
         export_dir = path if path.is_dir() else path.parent
         manifest = read_manifest(export_dir)  # ArtifactError on a missing/corrupt artifact
         return DenoiserSource(
@@ -59,7 +60,7 @@ def open_source(path: str | os.PathLike) -> DenoiserSource:
         )
     checkpoint = load_checkpoint(path)  # CheckpointError: missing, not a checkpoint, mismatched
     return DenoiserSource(
-        "checkpoint", path, checkpoint.config, checkpoint.schedule, sha256_file(path), checkpoint=checkpoint
+        "checkpoint", path, checkpoint.config, checkpoint.schedule, checkpoint_sha256(path), checkpoint=checkpoint
     )
 
 
@@ -128,7 +129,7 @@ def source_checkpoint(source: DenoiserSource) -> Checkpoint | None:
     """The checkpoint an export was made from, if it is still where the manifest says, unchanged."""
     recorded = (source.manifest.data.get("source") or {}) if source.manifest else {}
     path = Path(recorded.get("checkpoint", ""))
-    if not recorded.get("checkpoint") or not path.is_file() or sha256_file(path) != recorded.get("sha256"):
+    if not recorded.get("checkpoint") or not path.exists() or checkpoint_sha256(path) != recorded.get("sha256"):
         return None
     return load_checkpoint(path)
 

@@ -4,13 +4,13 @@ Objective (Ho et al. 2020, eq. 14, "L_simple"): for an image ``x_0``, ``t ~ U{0.
 ``eps ~ N(0, I)``, form ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps`` (eq. 4) and
 minimise ``|| eps - eps_theta(x_t, t) ||^2``, averaged over pixels and batch.
 
-Files of a run with ``-o ckpt.pt``::
+Files of a run with ``-o ckpt.safetensors``::
 
-    ckpt.pt                 the checkpoint (vmddpm_deploy.checkpoint): config, schedule, raw and EMA weights
-    ckpt.pt.train-state     everything needed to continue: weights, EMA, AdamW state, step,
-                            per-step losses, settings, data fingerprint (torch.load(weights_only=True))
-    ckpt.pt.loss.csv        step,loss: one row per step, for a loss-curve plot
-    ckpt.samples/step_NNNNNNN.png   optional 4x4 grid of EMA samples (16-bit PNG), every K steps
+    ckpt.safetensors              the checkpoint (vmddpm_deploy.checkpoint): config, schedule, raw and EMA weights
+    ckpt.safetensors.train-state  everything needed to continue: weights, EMA, AdamW state, step,
+                                  per-step losses, settings, data fingerprint (torch.load(weights_only=True))
+    ckpt.safetensors.loss.csv     step,loss: one row per step, for a loss-curve plot
+    ckpt.samples/step_NNNNNNN.png  optional 4x4 grid of EMA samples (16-bit PNG), every K steps
 
 All three are rewritten atomically at every checkpoint, the train state first: a crash at any
 moment leaves a train state that ``--resume`` continues exactly. Every random draw of step ``k``

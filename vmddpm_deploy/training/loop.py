@@ -138,7 +138,7 @@ def train(
             if stopped:
                 break
     if start == settings.steps and state is not None:
-        run.save(output)  # nothing to add, but make sure ckpt.pt and the log match the state
+        run.save(output)  # nothing to add, but make sure ckpt.safetensors and the log match the state
     return TrainResult(len(run.losses), len(run.losses) - start, list(run.losses), seconds, stopped)
 
 

@@ -39,7 +39,7 @@ def saved_run(output: Path) -> tuple[dict[str, Any], ModelConfig]:
 def check_new_output(output: Path, force: bool) -> None:
     """OutputError unless ``output`` can start a new run (free, or ``force`` to replace a run)."""
     if output.is_dir():
-        raise OutputError(f"{output} is a directory; give a file name such as {output / 'ckpt.pt'}")
+        raise OutputError(f"{output} is a directory; give a file name such as {output / 'ckpt.safetensors'}")
     blocker = next((parent for parent in output.parents if parent.exists()), None)
     if blocker is not None and not blocker.is_dir():  # checked here, before a long data load
         raise OutputError(f"cannot create {output.parent}: {blocker} is a file, not a directory")
