@@ -1,9 +1,11 @@
-// Scan tables in page-locked host memory, shared by every plugin that needs the same one.
+// Scan tables in device memory, uploaded once per (device, order, height, width) and shared by
+// every plugin that needs the same one.
 //
-// The cross plugins copy their table into their TensorRT workspace at each enqueue
-// (cudaMemcpyAsync), which keeps enqueue free of allocations and leaves device memory to
-// TensorRT. The source must be page-locked: a copy from pageable memory cannot be captured
-// into a CUDA graph, and TensorRTDenoiser captures one per batch size.
+// The cross plugins pass the table to their kernels by device pointer, so enqueue neither copies
+// nor allocates, and a CUDA graph captured around it replays no copy. The upload happens in
+// onShapeChange, which TensorRT calls before an enqueue on new shapes: outside graph capture
+// when the caller enqueues once before capturing, as TensorRT asks and TensorRTDenoiser does
+// (inside a capture CUDA refuses the allocation, and onShapeChange reports that).
 #pragma once
 
 #include <cstddef>
@@ -14,28 +16,24 @@
 
 namespace vmddpm::trt {
 
-class PinnedScanTable {
+class DeviceScanTable {
  public:
-  // The table of (order, height, width), built and page-locked on first use, then shared
-  // while anyone holds it. Throws std::runtime_error when CUDA cannot page-lock memory.
-  static std::shared_ptr<const PinnedScanTable> acquire(plugin_core::ScanOrder order, int64_t height, int64_t width);
+  // The table of (order, height, width) on the current CUDA device, built and uploaded on first
+  // use, then shared while anyone holds it. Throws std::runtime_error when CUDA cannot allocate
+  // or copy it.
+  static std::shared_ptr<const DeviceScanTable> acquire(plugin_core::ScanOrder order, int64_t height, int64_t width);
 
-  ~PinnedScanTable();
-  PinnedScanTable(const PinnedScanTable&) = delete;
-  PinnedScanTable& operator=(const PinnedScanTable&) = delete;
+  ~DeviceScanTable();
+  DeviceScanTable(const DeviceScanTable&) = delete;
+  DeviceScanTable& operator=(const DeviceScanTable&) = delete;
 
-  const int64_t* data() const { return data_; }
+  const int64_t* data() const { return data_; }  // device memory
   size_t bytes() const { return bytes_; }
-  plugin_core::ScanOrder order() const { return order_; }
-  int64_t height() const { return height_; }
-  int64_t width() const { return width_; }
 
  private:
-  PinnedScanTable(plugin_core::ScanOrder order, int64_t height, int64_t width);
+  DeviceScanTable(plugin_core::ScanOrder order, int64_t height, int64_t width, int device);
 
-  plugin_core::ScanOrder order_;
-  int64_t height_;
-  int64_t width_;
+  int device_;
   int64_t* data_ = nullptr;
   size_t bytes_ = 0;
 };
