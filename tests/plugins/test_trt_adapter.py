@@ -12,10 +12,15 @@ Engines built and run by a real TensorRT on a GPU are tests/tensorrt/.
 from __future__ import annotations
 
 import ctypes
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from tests.plugins.cmake_build import REPO_ROOT
 from tests.plugins.plugin_fields import (
     CHAR,
     ONNX_ATTRIBUTE_TYPES,
@@ -357,6 +362,46 @@ def test_serialised_fields_rebuild_the_plugin(shim, op, fields):
     assert built.clone().fields_to_serialize() == stored
     assert built.attach_to_context().fields_to_serialize() == stored
     assert shim.take_log() == ""
+
+
+# Run under LD_PRELOAD of the failing operator new: clone a plugin that has seen shapes while the
+# k-th allocation of the call fails, for k = 0, 1, ...; print [returned a plugin, what it logged].
+CLONE_UNDER_FAILING_NEW = """
+import ctypes, json, sys
+from tests.plugins.test_trt_adapter import TRT_HALF, Shim, onnx_fields, selective_scan_shapes, selective_scan_types
+shim = Shim(sys.argv[1], sys.argv[2])
+# A layer name too long for the short-string buffer, so that copying it allocates.
+plugin = shim.create("VmddpmSelectiveScan", onnx_fields("VmddpmSelectiveScan"), layer="encoder.levels.0.blocks.1.scan")
+plugin.on_shape_change(selective_scan_shapes(2), selective_scan_types(TRT_HALF))
+fail_after = ctypes.CDLL(None).failing_new_after
+outcomes = []
+for allocations in range(int(sys.argv[3])):
+    fail_after(allocations)
+    handle = shim.lib.shim_clone(plugin.handle)
+    fail_after(-1)
+    outcomes.append([bool(handle), shim.take_log()])
+    if handle:
+        shim.lib.shim_destroy(ctypes.c_void_p(handle))
+print(json.dumps(outcomes))
+"""
+
+
+def test_clone_returns_null_when_copying_the_plugin_runs_out_of_memory(trt_plugin_build):
+    """clone() is noexcept: an allocation that fails while copying the plugin (the object, its
+    layer name, its announced shapes) must give TensorRT a null plugin and a logged reason, not
+    std::terminate."""
+    attempts = 12
+    environment = {**os.environ, "LD_PRELOAD": str(trt_plugin_build.failing_new)}
+    command = [sys.executable, "-c", CLONE_UNDER_FAILING_NEW, str(trt_plugin_build.adapter_shim), str(trt_plugin_build.plugins), str(attempts)]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-3000:]}"
+    outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+    failed = [log for cloned, log in outcomes if not cloned]
+    # The object's own allocation and at least one copy inside its constructor failed...
+    assert len(failed) >= 2, outcomes
+    assert all("VmddpmSelectiveScan 'encoder.levels.0.blocks.1.scan' clone: std::bad_alloc" in log for log in failed), failed
+    # ...and once every allocation of a clone succeeds, clones work again, silently.
+    assert outcomes[-1] == [True, ""], outcomes
 
 
 # --- runtime -----------------------------------------------------------------------------------------
