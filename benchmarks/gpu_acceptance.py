@@ -161,6 +161,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--cpu-smoke", action="store_true", help="the stages on CPU with tiny shapes (CI); the build still compiles the CUDA kernels")
     parser.add_argument("--arch", help="CUDA compute capability to build for, e.g. 90 or 9.0 (default: nvidia-smi's; --cpu-smoke: 90)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="stop the whole run by then: a stage is cut at the time left, later ones are skipped (the report is written after every stage)")  # fmt: skip
     parser.add_argument("--worker", choices=WORKER_STAGES, help=argparse.SUPPRESS)  # one stage, in this fresh interpreter
     parser.add_argument("--budget", type=float, default=None, help=argparse.SUPPRESS)  # the worker's stage budget
     args = parser.parse_args(argv)
@@ -173,6 +175,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not re.fullmatch(r"\d+(\.\d)?", args.arch):
             parser.error(f"--arch {args.arch!r}: give a compute capability such as 90 or 9.0")
         args.arch = args.arch.replace(".", "")
+    if args.time_limit is not None and args.time_limit <= 0:
+        parser.error(f"--time-limit {args.time_limit:g}: give a positive number of seconds")
     args.mode = "cpu-smoke" if args.cpu_smoke else "quick" if args.quick else "full"
     return args
 
@@ -296,7 +300,7 @@ def run_command(command: list[str], timeout: float, log: Path, env: dict | None 
         result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as error:
         log.write_text(f"$ {' '.join(command)}\n(stopped after {timeout:.0f} s)\n{error.stdout or ''}\n{error.stderr or ''}")
-        raise RuntimeError(f"{Path(command[0]).name} ... stopped after {timeout:.0f} s ({HARD_LIMIT_FACTOR:g} x the stage budget); see {log.name}") from None
+        raise RuntimeError(f"{Path(command[0]).name} ... stopped after {timeout:.0f} s (the stage's limit: {HARD_LIMIT_FACTOR:g} x its budget, or what the run's --time-limit left); see {log.name}") from None
     log.write_text(f"$ {' '.join(command)}\n{result.stdout}\n{result.stderr}")
     return result
 
@@ -320,7 +324,7 @@ def stage_build(args, out: Path, limit: float) -> dict:
     done = run_command(command, limit, out / "build.log", {**os.environ, "VMDDPM_CUDA": "ON"})
     if done.returncode != 0:
         raise RuntimeError(f"pip install -e . failed ({done.returncode}); see build.log")
-    # A fresh interpreter, outside the repository (so that only the install can provide the package).
+    # A fresh interpreter outside the repository, where only the install can provide the package.
     describe = "import json; from vmddpm_deploy.ops import native_library as n; print(json.dumps(n.describe(), default=str))"
     info = run_command([sys.executable, "-c", describe], limit - (time.monotonic() - begin), out / "build-info.log", cwd=out)
     if info.returncode != 0:
@@ -356,7 +360,7 @@ def run_worker(args, name: str, out: Path, budget: float, limit: float) -> dict:
     result_file.unlink(missing_ok=True)
     command = [sys.executable, "-u", str(SCRIPT), "--out", str(out), *mode_flags(args), *(["--arch", args.arch] if args.arch else []),
                "--worker", name, "--budget", f"{budget:.1f}"]  # fmt: skip
-    # Run from --out: the repository root on sys.path would shadow the installed package.
+    # Run from --out: from the repository root the source tree would import even without the install.
     done = run_command(command, limit, out / f"{name}.log", cwd=out)
     if not result_file.is_file():
         raise RuntimeError(f"the {name} worker exited {done.returncode} without a result; see {name}.log")
@@ -656,12 +660,28 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_stage(args, name: str, out: Path, stages: dict) -> dict:
+def write_report(report: dict, out: Path, started: float) -> None:
+    """acceptance.json and acceptance.md, each written whole under a temporary name and renamed
+    (this process cannot use vmddpm_deploy.atomic_write: it never imports the package)."""
+    report["performance_risks"] = performance_risks(report["stages"])
+    report["total_seconds"] = time.monotonic() - started
+    for name, text in (("acceptance.json", json.dumps(report, indent=2, default=str) + "\n"), ("acceptance.md", markdown(report))):
+        temporary = out / f".{name}.tmp"
+        temporary.write_text(text)
+        os.replace(temporary, out / name)
+
+
+def run_stage(args, name: str, out: Path, stages: dict, time_left: float | None = None) -> dict:
+    """Stage ``name``, stopped at HARD_LIMIT_FACTOR times its budget or at ``time_left`` seconds
+    (the run's --time-limit), whichever comes first."""
     budget, basis = budget_for(args.mode, name, stages)
     entry = {"status": "skipped", "reason": "not in --stages", "seconds": 0.0, "budget_s": budget, "budget_basis": basis, "results": None}
     if name not in args.stages:
         return entry
-    limit = HARD_LIMIT_FACTOR * budget
+    if time_left is not None and time_left < 1:
+        entry["reason"] = "the run's --time-limit was reached before it"
+        return entry
+    limit = HARD_LIMIT_FACTOR * budget if time_left is None else min(HARD_LIMIT_FACTOR * budget, time_left)
     begin = time.monotonic()
     try:
         if name in WORKER_STAGES:
@@ -690,12 +710,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     report = {"format": FORMAT, "mode": args.mode, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": environment(), "stages": {}}
     for name in STAGES:
-        entry = report["stages"][name] = run_stage(args, name, out, report["stages"])
+        time_left = None if args.time_limit is None else args.time_limit - (time.monotonic() - started)
+        entry = report["stages"][name] = run_stage(args, name, out, report["stages"], time_left)
         print(f"{name}: {entry['status']} ({entry['seconds']:.1f} s of {entry['budget_s']:.0f} s budgeted){': ' + entry['reason'] if entry['reason'] else ''}", flush=True)
-    report["performance_risks"] = performance_risks(report["stages"])
-    report["total_seconds"] = time.monotonic() - started
-    (out / "acceptance.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / "acceptance.md").write_text(markdown(report))
+        # After every stage, so that a run killed from outside still leaves what it measured.
+        write_report(report, out, started)
     print("\nPerformance risks this run measures:")
     for risk in report["performance_risks"]:
         print(f"- {risk['name']}: {risk['risk']}.\n  goal {risk['goal_percent']:.0f}% of the copy; measured: {risk['verdict']}.\n  if low: {risk['next_step']}.")

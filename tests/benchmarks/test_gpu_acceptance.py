@@ -33,8 +33,8 @@ NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/c
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["--out", "x", "--stages", "build,nope"], ["--out", "x", "--stages", ","], ["--out", "x", "--arch", "hopper"], ["--out", "x", "--quick", "--cpu-smoke"]],
-    ids=["no-out", "unknown-stage", "no-stage", "bad-arch", "two-modes"],
+    [[], ["--out", "x", "--stages", "build,nope"], ["--out", "x", "--stages", ","], ["--out", "x", "--arch", "hopper"], ["--out", "x", "--quick", "--cpu-smoke"], ["--out", "x", "--time-limit", "0"]],
+    ids=["no-out", "unknown-stage", "no-stage", "bad-arch", "two-modes", "no-time"],
 )
 def test_bad_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -99,6 +99,17 @@ def test_cuda_architectures_fall_back_to_ptx_when_nvcc_does_not_know_the_gpu():
     assert archs == "90"  # CMake's plain number: SASS and PTX for it
     archs, how = acceptance.cuda_architectures("130", [80, 90, 100, 120])
     assert archs == "120-virtual" and "PTX" in how
+
+
+def test_the_runs_time_limit_cuts_a_stage_and_skips_the_next(monkeypatch, tmp_path):
+    fake_stage(monkeypatch, lambda args, out, limit: acceptance.run_command(["sleep", "5"], limit, Path(out) / "sleep.log"))
+    monkeypatch.setitem(acceptance.ESTIMATES["cpu-smoke"], "parity", ("test", 60))
+    args = acceptance.parse_args(["--out", str(tmp_path), "--cpu-smoke", "--stages", "parity", "--time-limit", "100"])
+    begin = time.monotonic()
+    cut = acceptance.run_stage(args, "parity", tmp_path, {}, time_left=1.5)
+    assert cut["status"] == "failed" and "stopped after 2 s" in cut["reason"] and time.monotonic() - begin < 4
+    later = acceptance.run_stage(args, "parity", tmp_path, {}, time_left=0.5)
+    assert later["status"] == "skipped" and "--time-limit" in later["reason"]
 
 
 def compile_fatbin_library(tmp_path: Path, *gencode: str) -> Path:
