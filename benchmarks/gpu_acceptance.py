@@ -83,15 +83,8 @@ ESTIMATES = {
         "ops": ("start 15 s + 31 copies of 1 GiB, 2 x 31 scans of (8, 1536, 16, 4096), 4 x 31 cross ops: a few s", 25),
         "denoiser": ("start 15 s + 2 presets x 3 batches x 12 rows x 11 calls (~15 ms each) + 2 reference calls at ~5 s", 60),
     },
-    "quick": {
-        "start": 15,
-        "build": ("as the full run", 90),
-        "parity": ("as the full run", 45),
-        "ops": ("start 15 s + 11 of each timing", 20),
-        "denoiser": ("start 15 s + the full run's rows at 6 calls each", 45),
-    },
-    # CI: two shared cores, everything on the CPU, the CUDA kernels compiled for sm_90 only. On a
-    # loaded 2-core machine a worker's start took 12-20 s and the build 95 s.
+    # CI: two shared cores, everything on the CPU, the CUDA kernels compiled for sm_90 only (the
+    # README's GPU section has what it took there).
     "cpu-smoke": {
         "start": 20,
         "build": ("fresh build tree on 2 cores: CPU library with its AVX2/AVX-512 variants, two CUDA sources for sm_90", 200),
@@ -99,6 +92,12 @@ ESTIMATES = {
         "ops": ("start 20 s + tiny shapes", 30),
         "denoiser": ("start 20 s + tiny at batch 4, 2 rows x 3 calls at ~1.5 s", 35),
     },
+}
+# --quick: the full run's build and parity, less of the timings.
+ESTIMATES["quick"] = {
+    **ESTIMATES["full"],
+    "ops": ("start 15 s + 11 of each timing", 20),
+    "denoiser": ("start 15 s + the full run's rows at 6 calls each", 45),
 }
 # The sampling job per mode: images, DDIM steps and the CLI's default torch batch size for them
 # (16, or n when smaller: vmddpm_deploy.runtime.batching).

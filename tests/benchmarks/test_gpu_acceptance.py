@@ -170,8 +170,8 @@ def fresh_environment(root: Path) -> Path:
     return python
 
 
-# The tests below share one run: a fresh build of the native library with its CUDA kernels, then
-# four interpreters (about 3 minutes on two shared cores, hence slow).
+# The tests below share one run, slow: a fresh build of the native library with its CUDA kernels,
+# then four interpreters (the README's GPU section says how long it took on two shared cores).
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> tuple[dict, Path, subprocess.CompletedProcess, Path]:
     root = tmp_path_factory.mktemp("acceptance")
