@@ -662,7 +662,7 @@ def markdown(report: dict) -> str:
                       f"{sampling['images_per_s_wall']:.2f} images/s over {sampling['wall_s']:.1f} s wall (process start included)"]  # fmt: skip
     lines += ["", "Performance risks this run measures:", ""]
     for risk in report["performance_risks"]:
-        lines.append(f"- **{risk['name']}** (goal {risk['goal_percent']:.0f}% of the copy): {risk['risk']}. Measured: {risk['verdict']}. "
+        lines.append(f"- **{risk['name']}** (goal {risk['goal_percent']:.0f}% of the copy): {risk['risk']}. This run: {risk['verdict']}. "
                      f"If low, next step: {risk['next_step']}.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -724,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(report, out, started)
     print("\nPerformance risks this run measures:")
     for risk in report["performance_risks"]:
-        print(f"- {risk['name']}: {risk['risk']}.\n  goal {risk['goal_percent']:.0f}% of the copy; measured: {risk['verdict']}.\n  if low: {risk['next_step']}.")
+        print(f"- {risk['name']}: {risk['risk']}.\n  goal {risk['goal_percent']:.0f}% of the copy; this run: {risk['verdict']}.\n  if low: {risk['next_step']}.")
     print(f"\nwrote {out / 'acceptance.json'} and {out / 'acceptance.md'} in {report['total_seconds']:.0f} s", flush=True)
     return 1 if any(stage["status"] == "failed" for stage in report["stages"].values()) else 0
 
