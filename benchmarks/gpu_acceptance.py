@@ -51,6 +51,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import struct
 import subprocess
@@ -294,15 +295,20 @@ def compiled_architectures(library: Path) -> dict:
 
 
 def run_command(command: list[str], timeout: float, log: Path, env: dict | None = None, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
-    """``command`` with its output kept in ``log``; RuntimeError when it runs past ``timeout`` s."""
+    """``command`` with its output kept in ``log``; RuntimeError when it runs past ``timeout`` s,
+    after killing it with every process it started (a worker's CLI or pytest workers would
+    otherwise go on using the GPU)."""
     timeout = max(1.0, timeout)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as error:
-        log.write_text(f"$ {' '.join(command)}\n(stopped after {timeout:.0f} s)\n{error.stdout or ''}\n{error.stderr or ''}")
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        log.write_text(f"$ {' '.join(command)}\n(stopped after {timeout:.0f} s)\n{stdout}\n{stderr}")
         raise RuntimeError(f"{Path(command[0]).name} ... stopped after {timeout:.0f} s (the stage's limit: {HARD_LIMIT_FACTOR:g} x its budget, or what the run's --time-limit left); see {log.name}") from None
-    log.write_text(f"$ {' '.join(command)}\n{result.stdout}\n{result.stderr}")
-    return result
+    log.write_text(f"$ {' '.join(command)}\n{stdout}\n{stderr}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def stage_build(args, out: Path, limit: float) -> dict:

@@ -112,6 +112,25 @@ def test_the_runs_time_limit_cuts_a_stage_and_skips_the_next(monkeypatch, tmp_pa
     assert later["status"] == "skipped" and "--time-limit" in later["reason"]
 
 
+def test_a_stopped_stage_takes_the_processes_it_started_with_it(tmp_path):
+    """A worker stopped at its limit must not leave its own children (the sampling CLI, pytest
+    workers) running on the GPU."""
+    with pytest.raises(RuntimeError, match="stopped after 2 s"):
+        acceptance.run_command(["bash", "-c", "sleep 60 & echo $! > child.pid; wait"], 2, tmp_path / "log", cwd=tmp_path)
+    child = int((tmp_path / "child.pid").read_text())
+
+    def running(pid: int) -> bool:
+        try:
+            return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()  # a zombie has ended
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while running(child):
+        assert time.monotonic() < deadline, f"process {child}, started by the stopped command, still runs"
+        time.sleep(0.1)
+
+
 def compile_fatbin_library(tmp_path: Path, *gencode: str) -> Path:
     source = tmp_path / "kernel.cu"
     source.write_text("__global__ void twice(float* x) { x[threadIdx.x] *= 2.0f; }\n"
