@@ -161,3 +161,24 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
         if result.returncode
     ]
     assert not failures, "\n".join(failures)
+
+
+
+@pytest.mark.slow
+def test_a_build_tree_configured_without_nvcc_finds_it_later(tmp_path):
+    """CMake's check_language caches a missing nvcc; the ops library forgets that answer, so a
+    build tree first configured where nvcc was not found gets the CUDA kernels once it is."""
+    nvcc = shutil.which("nvcc") or shutil.which("nvcc", path="/usr/local/cuda/bin")
+    if nvcc is None or shutil.which("cmake") is None:
+        pytest.skip("needs cmake and nvcc")
+    cmake = shutil.which("cmake")
+    configure = ["cmake", "-S", str(OPS_SOURCES.parent), "-B", str(tmp_path / "build"), "-DCMAKE_CUDA_ARCHITECTURES=90"]
+    without_nvcc = {key: value for key, value in os.environ.items() if key != "CUDACXX"}
+    without_nvcc["PATH"] = str(Path(cmake).parent)
+    first = subprocess.run(configure, env=without_nvcc, capture_output=True, text=True, timeout=300)
+    if "no CUDA compiler found" not in first.stdout:
+        pytest.skip(f"CMake finds a CUDA compiler even without nvcc on PATH here: {first.stdout[-300:]}")
+    with_nvcc = {**without_nvcc, "PATH": f"{Path(nvcc).parent}:{os.environ['PATH']}"}
+    again = subprocess.run(configure, env=with_nvcc, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "vmddpm_ops: CUDA kernels for architectures 90" in again.stdout, again.stdout[-3000:]

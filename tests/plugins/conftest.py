@@ -52,6 +52,11 @@ class PluginBuild:
     def adapter_shim(self) -> Path:
         return self.directory / "tensorrt" / "libvmddpm_trt_adapter_shim.so"
 
+    @property
+    def failing_new(self) -> Path:
+        """An operator new that fails on request (plugins/tensorrt/tests/failing_new.cpp), for LD_PRELOAD."""
+        return self.directory / "tensorrt" / "libvmddpm_failing_new.so"
+
 
 @pytest.fixture(scope="session")
 def trt_plugin_build(tmp_path_factory) -> PluginBuild:
@@ -69,7 +74,9 @@ def trt_plugin_build(tmp_path_factory) -> PluginBuild:
             "VMDDPM_TENSORRT_INCLUDE_DIR": str(include_dir),
             "VMDDPM_TRT_WERROR": "ON",
             "VMDDPM_TRT_ADAPTER_SHIM": "ON",
+            # One architecture is enough to compile-check (the default builds two).
+            "CMAKE_CUDA_ARCHITECTURES": "90",
         },
-        targets=["vmddpm_trt_plugins", "vmddpm_trt_adapter_shim"],
+        targets=["vmddpm_trt_plugins", "vmddpm_trt_adapter_shim", "vmddpm_failing_new"],
     )
     return PluginBuild(build)

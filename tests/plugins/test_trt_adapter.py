@@ -12,10 +12,15 @@ Engines built and run by a real TensorRT on a GPU are tests/tensorrt/.
 from __future__ import annotations
 
 import ctypes
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from tests.plugins.cmake_build import REPO_ROOT
 from tests.plugins.plugin_fields import (
     CHAR,
     ONNX_ATTRIBUTE_TYPES,
@@ -319,16 +324,16 @@ def test_format_combinations_follow_the_contract(shim, io):
 
 
 @pytest.mark.parametrize("height,width", [(5, 7), (32, 32), (128, 128)])
-def test_workspace_holds_the_scan_table_and_the_merge_inverse(shim, height, width):
+def test_workspace_holds_only_the_merge_inverse(shim, height, width):
+    """The scan table stays in device memory per shape (uploaded in onShapeChange), so no enqueue
+    copies it: the workspace holds only the merge kernel's own inverted table."""
     length = height * width
-    table_bytes = NUM_ROUTES * length * 8  # int64 positions
     inverse_bytes = NUM_ROUTES * length * 4  # the merge kernel's int32 inverted table
     scan = shim.create("VmddpmCrossScan", onnx_fields("VmddpmCrossScan"))
     # Sized for the largest shapes TensorRT will run: the profile's max (batch is irrelevant).
-    assert scan.workspace([(32, 3, height, width)], [TRT_HALF]) == table_bytes
+    assert scan.workspace([(32, 3, height, width)], [TRT_HALF]) == 0
     merge = shim.create("VmddpmCrossMerge", onnx_fields("VmddpmCrossMerge", height=height, width=width))
-    size = merge.workspace([(32, NUM_ROUTES, 3, length)], [TRT_HALF])
-    assert table_bytes + inverse_bytes <= size < table_bytes + inverse_bytes + 256  # two regions, 256-byte aligned
+    assert merge.workspace([(32, NUM_ROUTES, 3, length)], [TRT_HALF]) == inverse_bytes
     plugin = shim.create("VmddpmSelectiveScan", onnx_fields("VmddpmSelectiveScan"))
     assert plugin.workspace(selective_scan_shapes(32), selective_scan_types(TRT_HALF)) == 0
 
@@ -357,6 +362,46 @@ def test_serialised_fields_rebuild_the_plugin(shim, op, fields):
     assert built.clone().fields_to_serialize() == stored
     assert built.attach_to_context().fields_to_serialize() == stored
     assert shim.take_log() == ""
+
+
+# Run under LD_PRELOAD of the failing operator new: clone a plugin that has seen shapes while the
+# k-th allocation of the call fails, for k = 0, 1, ...; print [returned a plugin, what it logged].
+CLONE_UNDER_FAILING_NEW = """
+import ctypes, json, sys
+from tests.plugins.test_trt_adapter import TRT_HALF, Shim, onnx_fields, selective_scan_shapes, selective_scan_types
+shim = Shim(sys.argv[1], sys.argv[2])
+# A layer name too long for the short-string buffer, so that copying it allocates.
+plugin = shim.create("VmddpmSelectiveScan", onnx_fields("VmddpmSelectiveScan"), layer="encoder.levels.0.blocks.1.scan")
+plugin.on_shape_change(selective_scan_shapes(2), selective_scan_types(TRT_HALF))
+fail_after = ctypes.CDLL(None).failing_new_after
+outcomes = []
+for allocations in range(int(sys.argv[3])):
+    fail_after(allocations)
+    handle = shim.lib.shim_clone(plugin.handle)
+    fail_after(-1)
+    outcomes.append([bool(handle), shim.take_log()])
+    if handle:
+        shim.lib.shim_destroy(ctypes.c_void_p(handle))
+print(json.dumps(outcomes))
+"""
+
+
+def test_clone_returns_null_when_copying_the_plugin_runs_out_of_memory(trt_plugin_build):
+    """clone() is noexcept: an allocation that fails while copying the plugin (the object, its
+    layer name, its announced shapes) must give TensorRT a null plugin and a logged reason, not
+    std::terminate."""
+    attempts = 12
+    environment = {**os.environ, "LD_PRELOAD": str(trt_plugin_build.failing_new)}
+    command = [sys.executable, "-c", CLONE_UNDER_FAILING_NEW, str(trt_plugin_build.adapter_shim), str(trt_plugin_build.plugins), str(attempts)]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-3000:]}"
+    outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+    failed = [log for cloned, log in outcomes if not cloned]
+    # The object's own allocation and at least one copy inside its constructor failed...
+    assert len(failed) >= 2, outcomes
+    assert all("VmddpmSelectiveScan 'encoder.levels.0.blocks.1.scan' clone: std::bad_alloc" in log for log in failed), failed
+    # ...and once every allocation of a clone succeeds, clones work again, silently.
+    assert outcomes[-1] == [True, ""], outcomes
 
 
 # --- runtime -----------------------------------------------------------------------------------------
@@ -390,10 +435,10 @@ def test_on_shape_change_refuses_shapes_and_types_the_kernels_cannot_run(shim):
         plugin.enqueue_without_data(selective_scan_shapes(2), selective_scan_types(TRT_FLOAT))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the table is page-locked; tests/tensorrt runs the cross plugins there")
-def test_cross_plugins_say_when_cuda_cannot_page_lock_their_table(shim):
-    """The scan table is page-locked in onShapeChange (so enqueue only copies it); without a CUDA
-    device that fails there, with a message, rather than at enqueue."""
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the table is uploaded; tests/tensorrt runs the cross plugins there")
+def test_cross_plugins_say_when_cuda_cannot_hold_their_table(shim):
+    """The scan table is put in device memory in onShapeChange (so enqueue only launches the
+    kernel); without a CUDA device that fails there, with a message, rather than at enqueue."""
     merge = shim.create("VmddpmCrossMerge", onnx_fields("VmddpmCrossMerge", height=5, width=7), layer="merge_2")
-    with pytest.raises(PluginCallError, match=r"VmddpmCrossMerge 'merge_2' onShapeChange: cannot page-lock 1120 bytes for the cross scan table"):
+    with pytest.raises(PluginCallError, match=r"VmddpmCrossMerge 'merge_2' onShapeChange: (no CUDA device for the cross scan table|cannot allocate device memory for the cross scan table \(1120 bytes\))"):
         merge.on_shape_change([(2, NUM_ROUTES, 3, 35)], [TRT_FLOAT])

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugins.cmake_build import require_tools
+from tests.plugins.cmake_build import REPO_ROOT, require_tools
+from tests.plugins.conftest import require_nvcc, tensorrt_include_dir
 
 # The session fixture compiles the plugins (about half a minute on two cores).
 pytestmark = pytest.mark.slow
@@ -49,3 +50,15 @@ def test_plugin_library_needs_neither_tensorrt_nor_cuda_libraries(trt_plugin_bui
     assert not [name for name in needed if any(part in name for part in ("nvinfer", "cudart", "vmddpm"))], needed
     undefined = dynamic_symbols(trt_plugin_build.plugins, "undefined")
     assert not {"getPluginRegistry", "getLogger", "createInferRuntime_INTERNAL"} & undefined.keys()
+
+
+def test_plugin_library_builds_for_a100_and_h100_by_default(tmp_path):
+    """Without CMAKE_CUDA_ARCHITECTURES the plugins carry sm_80 and sm_90 code (the session
+    fixture builds one architecture only, to keep CI short); configure only."""
+    require_tools("cmake")
+    include_dir = tensorrt_include_dir()
+    require_nvcc()
+    command = ["cmake", "-S", str(REPO_ROOT / "plugins"), "-B", str(tmp_path), "-DVMDDPM_TENSORRT=ON", f"-DVMDDPM_TENSORRT_INCLUDE_DIR={include_dir}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vmddpm TensorRT plugins: CUDA architectures 80;90" in result.stdout, result.stdout[-3000:]

@@ -131,8 +131,6 @@ void check_cross_merge(const ShapeChecker& c, const Attributes& attributes) {
   c.require_value(0, 3, attributes.height * attributes.width, "attributes height*width");
 }
 
-size_t align_up(size_t bytes, size_t alignment) { return (bytes + alignment - 1) / alignment * alignment; }
-
 // Kernel sizes need every extent: a dynamic one here is a caller's bug, not a user's error.
 void require_concrete(OpKind op, const std::vector<Shape>& inputs) {
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -265,23 +263,18 @@ CrossSizes cross_sizes(OpKind op, const Attributes& attributes, const std::vecto
   return {in[0], in[2], attributes.height, attributes.width, in[1]};
 }
 
-CrossWorkspace cross_workspace(OpKind op, int64_t routes, int64_t length, int64_t merge_kernel_bytes) {
+size_t cross_workspace_bytes(OpKind op, int64_t routes, int64_t length, int64_t merge_kernel_bytes) {
   if (op == OpKind::kSelectiveScan) throw ShapeError("VmddpmSelectiveScan needs no workspace layout");
   if (routes < 1 || length < 1) {
     throw ShapeError(std::string(op_name(op)) + ": workspace for routes " + std::to_string(routes) +
                      " and length " + std::to_string(length) + " (both must be positive)");
   }
-  if (op == OpKind::kCrossMerge && merge_kernel_bytes < 0) {
+  if (op == OpKind::kCrossScan) return 0;
+  if (merge_kernel_bytes < 0) {
     throw ShapeError("VmddpmCrossMerge: the kernel library rejected routes " + std::to_string(routes) +
                      " and length " + std::to_string(length) + " for its workspace");
   }
-  CrossWorkspace layout{};
-  layout.table_offset = 0;
-  layout.table_bytes = static_cast<size_t>(routes * length) * sizeof(int64_t);
-  layout.kernel_offset = align_up(layout.table_bytes, kWorkspaceAlignment);
-  layout.kernel_bytes = op == OpKind::kCrossMerge ? static_cast<size_t>(merge_kernel_bytes) : 0;
-  layout.total_bytes = layout.kernel_bytes > 0 ? layout.kernel_offset + layout.kernel_bytes : layout.table_bytes;
-  return layout;
+  return static_cast<size_t>(merge_kernel_bytes);
 }
 
 }  // namespace vmddpm::plugin_core

@@ -75,13 +75,10 @@ struct CrossSizes {
 };
 CrossSizes cross_sizes(OpKind op, const Attributes& attributes, const std::vector<Shape>& inputs);
 
-// Device workspace of a cross op: the scan table (int64, routes x length) at offset 0, then,
-// for VmddpmCrossMerge, the kernel's own workspace (vmddpm_cross_merge_cuda_workspace_bytes,
-// passed in so this code needs no kernel library) at the next kWorkspaceAlignment boundary.
-constexpr size_t kWorkspaceAlignment = 256;
-struct CrossWorkspace {
-  size_t table_offset, table_bytes, kernel_offset, kernel_bytes, total_bytes;
-};
-CrossWorkspace cross_workspace(OpKind op, int64_t routes, int64_t length, int64_t merge_kernel_bytes);
+// Bytes of device workspace a cross op needs: none for VmddpmCrossScan, the kernel's own (its
+// inverted table, vmddpm_cross_merge_cuda_workspace_bytes, passed in so this code needs no kernel
+// library) for VmddpmCrossMerge. The scan table itself lives in device memory the plugin owns,
+// uploaded once per shape, not in the workspace (TensorRT reuses workspace between layers).
+size_t cross_workspace_bytes(OpKind op, int64_t routes, int64_t length, int64_t merge_kernel_bytes);
 
 }  // namespace vmddpm::plugin_core

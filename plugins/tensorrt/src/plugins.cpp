@@ -5,7 +5,6 @@
 #include <array>
 #include <cstdio>
 #include <exception>
-#include <new>
 #include <stdexcept>
 #include <utility>
 
@@ -88,6 +87,13 @@ int32_t VmddpmPlugin::guarded(const char* method, Body&& body) const noexcept {
     // Out of memory while building the message: TensorRT still sees the failure status.
   }
   return -1;
+}
+
+template <typename Plugin>
+nvinfer1::IPluginV3* VmddpmPlugin::copy_of(const Plugin& plugin) const noexcept {
+  nvinfer1::IPluginV3* copy = nullptr;
+  guarded("clone", [&] { copy = new Plugin(plugin); });
+  return copy;
 }
 
 nvinfer1::IPluginCapability* VmddpmPlugin::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept {
@@ -253,9 +259,7 @@ const nvinfer1::PluginFieldCollection* VmddpmPlugin::getFieldsToSerialize() noex
 SelectiveScanPlugin::SelectiveScanPlugin(std::string name, const core::Attributes& attributes)
     : VmddpmPlugin(kOp, std::move(name), attributes) {}
 
-nvinfer1::IPluginV3* SelectiveScanPlugin::clone() noexcept {
-  return new (std::nothrow) SelectiveScanPlugin(*this);
-}
+nvinfer1::IPluginV3* SelectiveScanPlugin::clone() noexcept { return copy_of(*this); }
 
 void SelectiveScanPlugin::prepare(const std::vector<core::Shape>& inputs) {
   sizes_ = core::selective_scan_sizes(inputs);
@@ -275,49 +279,33 @@ std::string SelectiveScanPlugin::launch(const void* const* inputs, void* const* 
 CrossPlugin::CrossPlugin(core::OpKind op, std::string name, const core::Attributes& attributes)
     : VmddpmPlugin(op, std::move(name), attributes) {}
 
-core::CrossWorkspace CrossPlugin::layout_for(int64_t length) const {
+size_t CrossPlugin::workspace_bytes_for(int64_t length) const {
   const int64_t kernel_bytes =
       op_ == core::OpKind::kCrossMerge ? vmddpm_cross_merge_cuda_workspace_bytes(core::kRoutes, length) : 0;
-  return core::cross_workspace(op_, core::kRoutes, length, kernel_bytes);
+  return core::cross_workspace_bytes(op_, core::kRoutes, length, kernel_bytes);
 }
 
 void CrossPlugin::prepare(const std::vector<core::Shape>& inputs) {
   sizes_ = core::cross_sizes(op_, attributes_, inputs);
-  layout_ = layout_for(sizes_.height * sizes_.width);
-  if (!table_ || table_->order() != attributes_.scan_order || table_->height() != sizes_.height ||
-      table_->width() != sizes_.width) {
-    table_ = PinnedScanTable::acquire(attributes_.scan_order, sizes_.height, sizes_.width);
-  }
+  workspace_bytes_for(sizes_.height * sizes_.width);  // the kernel library accepts this length
+  // Looked up at each shape change: the current device may differ from the last one's.
+  table_ = DeviceScanTable::acquire(attributes_.scan_order, sizes_.height, sizes_.width);
 }
 
 size_t CrossPlugin::workspace_bytes(const std::vector<core::Shape>& max_inputs) const {
   const core::CrossSizes largest = core::cross_sizes(op_, attributes_, max_inputs);
-  return layout_for(largest.height * largest.width).total_bytes;
-}
-
-std::string CrossPlugin::upload_table(void* workspace, cudaStream_t stream) const {
-  // Page-locked source: the copy is asynchronous and can be captured in a CUDA graph.
-  const cudaError_t status = cudaMemcpyAsync(static_cast<char*>(workspace) + layout_.table_offset, table_->data(),
-                                             layout_.table_bytes, cudaMemcpyHostToDevice, stream);
-  if (status == cudaSuccess) return std::string();
-  return std::string("copying the scan table into the workspace: ") + cudaGetErrorName(status) + ": " +
-         cudaGetErrorString(status);
-}
-
-const int64_t* CrossPlugin::device_table(void* workspace) const {
-  return reinterpret_cast<const int64_t*>(static_cast<const char*>(workspace) + layout_.table_offset);
+  return workspace_bytes_for(largest.height * largest.width);
 }
 
 CrossScanPlugin::CrossScanPlugin(std::string name, const core::Attributes& attributes)
     : CrossPlugin(kOp, std::move(name), attributes) {}
 
-nvinfer1::IPluginV3* CrossScanPlugin::clone() noexcept { return new (std::nothrow) CrossScanPlugin(*this); }
+nvinfer1::IPluginV3* CrossScanPlugin::clone() noexcept { return copy_of(*this); }
 
 std::string CrossScanPlugin::launch(const void* const* inputs, void* const* outputs, void* workspace,
                                     cudaStream_t stream) {
-  std::string error = upload_table(workspace, stream);
-  if (!error.empty()) return error;
-  const int status = vmddpm_cross_scan_cuda(inputs[0], device_table(workspace), outputs[0], sizes_.batch, sizes_.dim,
+  (void)workspace;
+  const int status = vmddpm_cross_scan_cuda(inputs[0], table_->data(), outputs[0], sizes_.batch, sizes_.dim,
                                             sizes_.height, sizes_.width, sizes_.routes, dtype_, stream);
   return status == VMDDPM_OK ? std::string() : std::string(vmddpm_last_error());
 }
@@ -325,15 +313,12 @@ std::string CrossScanPlugin::launch(const void* const* inputs, void* const* outp
 CrossMergePlugin::CrossMergePlugin(std::string name, const core::Attributes& attributes)
     : CrossPlugin(kOp, std::move(name), attributes) {}
 
-nvinfer1::IPluginV3* CrossMergePlugin::clone() noexcept { return new (std::nothrow) CrossMergePlugin(*this); }
+nvinfer1::IPluginV3* CrossMergePlugin::clone() noexcept { return copy_of(*this); }
 
 std::string CrossMergePlugin::launch(const void* const* inputs, void* const* outputs, void* workspace,
                                      cudaStream_t stream) {
-  std::string error = upload_table(workspace, stream);
-  if (!error.empty()) return error;
-  void* kernel_workspace = static_cast<char*>(workspace) + layout_.kernel_offset;
   const int status =
-      vmddpm_cross_merge_cuda(inputs[0], device_table(workspace), outputs[0], kernel_workspace, sizes_.batch,
+      vmddpm_cross_merge_cuda(inputs[0], table_->data(), outputs[0], workspace, sizes_.batch,
                               sizes_.dim, sizes_.height, sizes_.width, sizes_.routes, dtype_, stream);
   return status == VMDDPM_OK ? std::string() : std::string(vmddpm_last_error());
 }

@@ -14,7 +14,7 @@
 #include "NvInferRuntime.h"
 #include "attributes.h"
 #include "op_rules.h"
-#include "pinned_scan_table.h"
+#include "device_scan_table.h"
 
 namespace vmddpm::trt {
 
@@ -79,6 +79,11 @@ class VmddpmPlugin : public nvinfer1::IPluginV3,
   template <typename Body>
   int32_t guarded(const char* method, Body&& body) const noexcept;
 
+  // clone() of a plugin of type Plugin: a copy, or nullptr (logged) when copying its name,
+  // attributes or shapes throws, which must not leave the noexcept clone().
+  template <typename Plugin>
+  nvinfer1::IPluginV3* copy_of(const Plugin& plugin) const noexcept;
+
   const plugin_core::OpKind op_;
   const std::string name_;
   const plugin_core::Attributes attributes_;
@@ -108,9 +113,8 @@ class SelectiveScanPlugin final : public VmddpmPlugin {
   plugin_core::SelectiveScanSizes sizes_{};
 };
 
-// The cross ops' shared part: the scan table, copied from page-locked memory into the
-// workspace at each enqueue (TensorRT reuses workspace between layers, so it cannot persist
-// there); the table itself is built once per (order, height, width) in onShapeChange.
+// The cross ops' shared part: the scan table, kept in device memory per (order, height, width)
+// from onShapeChange on (DeviceScanTable), so enqueue only launches the kernel.
 class CrossPlugin : public VmddpmPlugin {
  protected:
   CrossPlugin(plugin_core::OpKind op, std::string name, const plugin_core::Attributes& attributes);
@@ -118,16 +122,12 @@ class CrossPlugin : public VmddpmPlugin {
 
   void prepare(const std::vector<plugin_core::Shape>& inputs) override;
   size_t workspace_bytes(const std::vector<plugin_core::Shape>& max_inputs) const override;
-  // Enqueues the copy of the table into the workspace; "" or why it failed.
-  std::string upload_table(void* workspace, cudaStream_t stream) const;
-  const int64_t* device_table(void* workspace) const;
 
   plugin_core::CrossSizes sizes_{};
-  plugin_core::CrossWorkspace layout_{};
-  std::shared_ptr<const PinnedScanTable> table_;
+  std::shared_ptr<const DeviceScanTable> table_;
 
  private:
-  plugin_core::CrossWorkspace layout_for(int64_t length) const;
+  size_t workspace_bytes_for(int64_t length) const;
 };
 
 class CrossScanPlugin final : public CrossPlugin {

@@ -193,12 +193,9 @@ SHIM_API int vmddpm_core_cross_sizes(int32_t op, const ShimAttributes* attribute
   });
 }
 
-SHIM_API int vmddpm_core_cross_workspace(int32_t op, int64_t routes, int64_t length, int64_t merge_kernel_bytes,
-                                         uint64_t* out, char* error, size_t error_size) {
+SHIM_API int vmddpm_core_cross_workspace_bytes(int32_t op, int64_t routes, int64_t length, int64_t merge_kernel_bytes,
+                                               uint64_t* out, char* error, size_t error_size) {
   return guarded(error, error_size, [&] {
-    const core::CrossWorkspace w =
-        core::cross_workspace(static_cast<core::OpKind>(op), routes, length, merge_kernel_bytes);
-    const uint64_t values[] = {w.table_offset, w.table_bytes, w.kernel_offset, w.kernel_bytes, w.total_bytes};
-    std::memcpy(out, values, sizeof values);
+    *out = core::cross_workspace_bytes(static_cast<core::OpKind>(op), routes, length, merge_kernel_bytes);
   });
 }
