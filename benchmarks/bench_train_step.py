@@ -31,6 +31,7 @@ import itertools
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -170,6 +171,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for row in rows:
             intervals[row] += time_steps(row, args)
+            print(f"  done: {row} median {statistics.median(intervals[row]):.1f} ms", file=sys.stderr, flush=True)
     results = [summarise(row, intervals[row], args) for row in rows]
     fp32 = {(r["ops"], r["batch_size"], r["threads"]): r["median_ms"] for r in results if r["variant"] == "fp32"}
     print(f"{'ops':<10} {'kernels':<10} {'device':<7} {'batch':>5} {'threads':>7} {'variant':<18} {'median ms':>10} "
