@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from tests.evaluation.conftest import requires_extractor
 from vmddpm_deploy.cli import app
 from vmddpm_deploy.data import load_bundled
+from vmddpm_deploy.errors import DataError
 from vmddpm_deploy.evaluation import ImageSet, memorization
 from vmddpm_deploy.outputs import write_npz
 
@@ -166,3 +167,20 @@ def test_cli_finds_a_planted_copy_with_the_inception_network(tmp_path):
     )
     assert text.exit_code == 0, text.output
     assert "pixel_pearson     likely copies" in text.output and "report:" in text.output
+
+
+@requires_extractor
+def test_bundled_train_is_calibrated_by_the_bundled_heldout_slices_at_the_generated_size(tmp_path, monkeypatch):
+    seen = {}
+
+    def record(generated, train, heldout, **options):
+        seen.update(train=(train.source, train.shape), heldout=(heldout.source, heldout.shape))
+        raise DataError("stopped before feature extraction")
+
+    monkeypatch.setattr(memorization, "find_nearest_training_images", record)
+    write_npz(tmp_path / "generated.npz", np.arange(2), np.zeros((2, 1, 16, 16), np.uint16))
+    result = runner.invoke(
+        app, ["evaluate", str(tmp_path / "generated.npz"), "--memorization", "bundled:train", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 11 and "stopped before feature extraction" in result.output
+    assert seen == {"train": ("bundled:train", (1, 16, 16)), "heldout": ("bundled:heldout", (1, 16, 16))}
