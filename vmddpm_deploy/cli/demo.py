@@ -7,8 +7,15 @@ from typing import Annotated
 
 import typer
 
-from vmddpm_deploy.cli.app import DEFAULT_SAMPLER_NAME, SamplerName, app, progress_bar, reports_errors, wide_console
-from vmddpm_deploy.diffusion.reverse_process import DEFAULT_STEPS
+from vmddpm_deploy.cli.app import (
+    DEFAULT_SAMPLER_NAME,
+    DEFAULT_STEPS,
+    SamplerName,
+    app,
+    progress_bar,
+    reports_errors,
+    wide_console,
+)
 
 
 @app.command()

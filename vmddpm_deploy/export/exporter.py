@@ -27,6 +27,7 @@ import torch
 
 from vmddpm_deploy import __version__
 from vmddpm_deploy.checkpoint import build_model, checkpoint_sha256, load_checkpoint
+from vmddpm_deploy.choices import EXPORT_OPS, PRECISIONS
 from vmddpm_deploy.errors import ExportError, InvalidArgumentError, OutputError
 from vmddpm_deploy.export.fp16 import half_precision
 from vmddpm_deploy.export.manifest import (
@@ -44,8 +45,6 @@ from vmddpm_deploy.export.manifest import (
 from vmddpm_deploy.export.onnx_functions import register_schemas, translation_table
 from vmddpm_deploy.model import VMDDPM
 
-DTYPES = ("fp32", "fp16")
-OPS = ("plugin", "portable")
 #: torch.onnx's dynamo exporter builds opset 18 graphs natively and converts them up to 25 with
 #: onnxscript's version converter (0.7); beyond that it falls back to onnx's C converter and
 #: writes graphs ONNX Runtime 1.31 refuses to load.
@@ -64,8 +63,8 @@ def export_checkpoint(
     checkpoint_path: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
     *,
-    dtypes: Sequence[str] = DTYPES,
-    ops: Sequence[str] = OPS,
+    dtypes: Sequence[str] = PRECISIONS,
+    ops: Sequence[str] = EXPORT_OPS,
     opset: int = MIN_OPSET,
     batch_dim: str | int = "dynamic",
     force: bool = False,
@@ -135,10 +134,10 @@ def check_graph(path: Path) -> None:
 
 
 def _graphs_for(dtypes: Sequence[str], ops: Sequence[str]) -> list[tuple[str, str, str]]:
-    unknown = [d for d in dtypes if d not in DTYPES] + [o for o in ops if o not in OPS]
+    unknown = [d for d in dtypes if d not in PRECISIONS] + [o for o in ops if o not in EXPORT_OPS]
     if unknown:
         raise InvalidArgumentError(
-            f"unknown dtype/ops {', '.join(map(repr, unknown))}; dtypes: {', '.join(DTYPES)}; ops: {', '.join(OPS)}"
+            f"unknown dtype/ops {', '.join(map(repr, unknown))}; dtypes: {', '.join(PRECISIONS)}; ops: {', '.join(EXPORT_OPS)}"
         )
     graphs = [(kind, graph_ops, precision) for kind, graph_ops, precision in GRAPHS if graph_ops in ops and precision in dtypes]
     if not graphs:

@@ -23,7 +23,6 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import torch
 
 from vmddpm_deploy import __version__
 from vmddpm_deploy.atomic_write import temporaries, write_atomic
+from vmddpm_deploy.choices import IMAGE_FORMATS
 from vmddpm_deploy.diffusion import Denoiser, Sampler
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 from vmddpm_deploy.generation import CallTimer, generate
@@ -59,27 +59,6 @@ _PART_NAME = re.compile(r"(\d+)-(\d+)\.npz")
 _SAMPLE_NAME = re.compile(r"(\d+)\.(?:png|nii\.gz)")
 
 
-@dataclass(frozen=True)
-class ImageFormat:
-    """How one ``--format`` lays a shard's images out on disk."""
-
-    suffix: str
-    #: True: one file per shard, merged from per-batch parts in .parts/ when the shard completes;
-    #: False: one file per sample, written as its batch finishes.
-    stacked: bool
-    description: str
-
-
-#: Every output format by its ``--format`` name: the one list of formats (the CLI derives its choices and help).
-IMAGE_FORMATS: dict[str, ImageFormat] = {
-    "png": ImageFormat(".png", stacked=False, description="one 16-bit PNG per sample"),
-    "npz": ImageFormat(".npz", stacked=True, description="one samples.npz"),
-    "nifti": ImageFormat(".nii.gz", stacked=False, description="one .nii.gz per sample"),
-    "nifti-volume": ImageFormat(
-        ".nii.gz", stacked=True,
-        description="one samples.nii.gz, samples stacked along z (uint16, header scales to [-1, 1])",
-    ),
-}
 
 
 def _read_progress(path: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import torch
 
 from vmddpm_deploy.checkpoint import Checkpoint, checkpoint_sha256, is_pretrained_directory, load_checkpoint
 from vmddpm_deploy.diffusion import Denoiser, NoiseSchedule
+from vmddpm_deploy.choices import CHECK_ONLY_BACKENDS, SAMPLING_BACKENDS
 from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.export.manifest import MANIFEST_NAME, Manifest, read_manifest
@@ -112,6 +113,7 @@ def _load_tensorrt(source: DenoiserSource, device: str) -> Denoiser:
     return load_tensorrt_denoiser(source.path, device, manifest=source.manifest)
 
 
+#: The loader of every backend, one per name of ``choices.BACKENDS``.
 BACKENDS: dict[str, Callable[[DenoiserSource, str], Denoiser]] = {
     "torch": _load_torch,
     "onnxruntime": _load_onnxruntime,
@@ -119,10 +121,6 @@ BACKENDS: dict[str, Callable[[DenoiserSource, str], Denoiser]] = {
     "reference-onnx-fp16": _reference_onnx("fp16"),
     "tensorrt": _load_tensorrt,
 }
-#: Backends that exist to cross-check graphs (``check``): onnx's ReferenceEvaluator is far too slow to sample with.
-CHECK_ONLY_BACKENDS = frozenset({"reference-onnx", "reference-onnx-fp16"})
-#: What ``sample``, ``demo`` and ``--backend`` accept: ``auto`` and every backend fit to sample with.
-SAMPLING_BACKENDS = ("auto", *(name for name in BACKENDS if name not in CHECK_ONLY_BACKENDS))
 
 
 def source_checkpoint(source: DenoiserSource) -> Checkpoint | None:

@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import Any
 
 from vmddpm_deploy.atomic_write import write_atomic
+from vmddpm_deploy.choices import PRECISIONS
 from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import (
     ArtifactError,
@@ -37,7 +38,6 @@ from vmddpm_deploy.errors import (
 )
 from vmddpm_deploy.export.manifest import read_manifest
 from vmddpm_deploy.tensorrt.engines import (
-    PRECISIONS,
     BatchRange,
     engine_file_name,
     record_engine,

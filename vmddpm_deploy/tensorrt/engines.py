@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vmddpm_deploy.choices import PRECISIONS
 from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
 from vmddpm_deploy.export.manifest import (
     Manifest,
@@ -29,7 +30,6 @@ from vmddpm_deploy.export.manifest import (
 )
 from vmddpm_deploy.tensorrt.environment import Gpu, short_version
 
-PRECISIONS = ("fp32", "fp16")
 ENGINE_SUFFIX = ".plan"
 
 
