@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from vmddpm_deploy.choices import PRECISIONS
 from vmddpm_deploy.diffusion import Denoiser, Sampler
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.ops import dispatch
@@ -88,8 +89,8 @@ def default_rows(source: DenoiserSource) -> list[str]:
         return [*rows, "scan-free"]
     rows.append("onnxruntime")
     if tensorrt_runs_here(source):
-        precisions = {entry.get("precision") for entry in source.manifest.engines.values()}
-        rows += [f"tensorrt-{precision}" for precision in ("fp32", "fp16") if precision in precisions]
+        precisions = {entry.precision for entry in source.manifest.engines.values()}
+        rows += [f"tensorrt-{precision}" for precision in PRECISIONS if precision in precisions]
     return rows
 
 

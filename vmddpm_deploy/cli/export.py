@@ -71,5 +71,5 @@ def export_command(
             on_stage=on_stage,
         )
     for kind, graph in manifest.graphs.items():
-        typer.echo(f"  {graph['file']:<24} {kind:<8} {graph['ops']:<8} {graph['bytes'] / 1e6:8.2f} MB")
+        typer.echo(f"  {graph.file:<24} {kind:<8} {graph.ops:<8} {graph.bytes / 1e6:8.2f} MB")
     typer.echo(f"wrote {manifest.export_dir} ({len(manifest.graphs)} graphs + manifest.json) in {time.perf_counter() - start:.1f} s")

@@ -55,7 +55,7 @@ TOLERANCES: dict[str, tuple[float, float]] = {
 def tolerance(name: str, source: DenoiserSource) -> tuple[float, float]:
     """(atol, rtol) of row ``name``: fp16 bounds for an fp16 graph or an engine with fp16 layers."""
     if name == "tensorrt":
-        precisions = {entry.get("precision") for entry in source.manifest.engines.values()}
+        precisions = {entry.precision for entry in source.manifest.engines.values()}
         return FP16 if "fp16" in precisions else FP32
     return TOLERANCES[name]
 
@@ -74,7 +74,7 @@ def torch_reference(source: DenoiserSource, checkpoint: str | os.PathLike | None
             )
         return opened
     recorded = source_checkpoint(source)
-    named = (source.manifest.data.get("source") or {}).get("checkpoint")
+    named = source.manifest.source.checkpoint
     if recorded is None:
         raise InvalidArgumentError(
             f"check compares with torch fp32 and needs the checkpoint {source.path} was exported from; "
@@ -82,7 +82,7 @@ def torch_reference(source: DenoiserSource, checkpoint: str | os.PathLike | None
             "--checkpoint CKPT"
         )
     return DenoiserSource("checkpoint", Path(named), recorded.config, recorded.schedule,
-                          source.manifest.data["source"]["sha256"], checkpoint=recorded)
+                          source.manifest.source.sha256, checkpoint=recorded)
 
 
 def check_inputs(config, batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

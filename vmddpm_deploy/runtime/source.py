@@ -125,9 +125,11 @@ BACKENDS: dict[str, Callable[[DenoiserSource, str], Denoiser]] = {
 
 def source_checkpoint(source: DenoiserSource) -> Checkpoint | None:
     """The checkpoint an export was made from, if it is still where the manifest says, unchanged."""
-    recorded = (source.manifest.data.get("source") or {}) if source.manifest else {}
-    path = Path(recorded.get("checkpoint", ""))
-    if not recorded.get("checkpoint") or not path.exists() or checkpoint_sha256(path) != recorded.get("sha256"):
+    if source.manifest is None:
+        return None
+    recorded = source.manifest.source
+    path = Path(recorded.checkpoint)
+    if not recorded.checkpoint or not path.exists() or checkpoint_sha256(path) != recorded.sha256:
         return None
     return load_checkpoint(path)
 
