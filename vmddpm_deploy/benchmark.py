@@ -24,7 +24,7 @@ from vmddpm_deploy.choices import PRECISIONS
 from vmddpm_deploy.diffusion import Denoiser, Sampler
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.ops import dispatch
-from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, source_checkpoint, tensorrt_runs_here
+from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, tensorrt_runs_here
 
 
 def _skip_term_only(u, delta, A, B, C, D, delta_bias, delta_softplus=True):
@@ -83,7 +83,7 @@ class LatencyStats:
 def default_rows(source: DenoiserSource) -> list[str]:
     """The rows ``bench`` times when none are named: what runs ``source`` here, with the floor
     (for a checkpoint) or ONNX Runtime and the engines (for an export)."""
-    has_checkpoint = source.checkpoint is not None or source_checkpoint(source) is not None
+    has_checkpoint = source.torch_checkpoint is not None
     rows = ["torch", "torch-reference"] if has_checkpoint else []
     if source.manifest is None:
         return [*rows, "scan-free"]
@@ -105,7 +105,7 @@ def check_row_names(names: Sequence[str]) -> list[str]:
 def bench_targets(source: DenoiserSource, names: Sequence[str], device: str = "cpu") -> list[BenchTarget]:
     """One target per row name of :data:`BENCH_ROWS` (torch rows of one precision share a model)."""
     check_row_names(names)
-    checkpoint = source.checkpoint or source_checkpoint(source)
+    checkpoint = source.torch_checkpoint
     needs_checkpoint = [name for name in names if name in CHECKPOINT_ROWS]
     if needs_checkpoint and checkpoint is None:
         raise InvalidArgumentError(

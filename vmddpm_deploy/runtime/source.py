@@ -23,6 +23,7 @@ import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -49,6 +50,19 @@ class DenoiserSource:
     checkpoint: Checkpoint | None = None
     manifest: Manifest | None = None
 
+    @cached_property
+    def torch_checkpoint(self) -> Checkpoint | None:
+        """The checkpoint the torch backend runs: SRC itself, or the one an export was made from if
+        it is still where the manifest says, unchanged; None otherwise. Hashed and loaded at most
+        once per source, however many places ask (``auto``, then the backend it picked)."""
+        if self.checkpoint is not None or self.manifest is None:
+            return self.checkpoint
+        recorded = self.manifest.source
+        path = Path(recorded.checkpoint)
+        if not recorded.checkpoint or not path.exists() or checkpoint_sha256(path) != recorded.sha256:
+            return None
+        return load_checkpoint(path)
+
 
 def open_source(path: str | os.PathLike) -> DenoiserSource:
     """Read a checkpoint, an export directory or a plan file inside one (checksums verified)."""
@@ -68,7 +82,7 @@ def open_source(path: str | os.PathLike) -> DenoiserSource:
 def _load_torch(source: DenoiserSource, device: str) -> Denoiser:
     from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 
-    checkpoint = source.checkpoint or source_checkpoint(source)
+    checkpoint = source.torch_checkpoint
     if checkpoint is None:
         raise InvalidArgumentError(
             f"the torch backend needs the checkpoint; {source.path} is an export directory whose source "
@@ -123,17 +137,6 @@ BACKENDS: dict[str, Callable[[DenoiserSource, str], Denoiser]] = {
 }
 
 
-def source_checkpoint(source: DenoiserSource) -> Checkpoint | None:
-    """The checkpoint an export was made from, if it is still where the manifest says, unchanged."""
-    if source.manifest is None:
-        return None
-    recorded = source.manifest.source
-    path = Path(recorded.checkpoint)
-    if not recorded.checkpoint or not path.exists() or checkpoint_sha256(path) != recorded.sha256:
-        return None
-    return load_checkpoint(path)
-
-
 def tensorrt_runs_here(source: DenoiserSource) -> bool:
     """Whether ``source`` has engines and this machine has TensorRT and a GPU to try them on."""
     if source.manifest is None or not source.manifest.engines:
@@ -154,7 +157,7 @@ def resolve_backend(name: str, source: DenoiserSource) -> str:
         return name
     if tensorrt_runs_here(source):
         return "tensorrt"
-    if source.checkpoint is not None or source_checkpoint(source) is not None:
+    if source.torch_checkpoint is not None:
         return "torch"
     return "onnxruntime"
 
