@@ -46,7 +46,7 @@ def bench_preset(name: str, scratch: Path, batch_sizes: list[int], args) -> tupl
     export = {
         "preset": name,
         "export_seconds": round(time.perf_counter() - began, 1),
-        "graph_mb": {kind: round(entry["bytes"] / 2**20, 2) for kind, entry in manifest.graphs.items()},
+        "graph_mb": {kind: round(entry.bytes / 2**20, 2) for kind, entry in manifest.graphs.items()},
     }
     torch_denoiser = load_denoiser(open_source(ckpt), "torch")
     ort_denoiser = load_denoiser(open_source(scratch / name), "onnxruntime")

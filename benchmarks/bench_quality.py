@@ -5,14 +5,16 @@ samplers beside diffusers' own schedulers driving the same model's eps.
         [--nfe 5,10,20,50,100] [--seeds 0,1] [--rows ddim,dpm-solver++,diffusers-unipc,...]
         [--checkpoint vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.safetensors] [--real bundled:train]
 
-Every cell (row, NFE, seed) samples ``--n`` images through :func:`vmddpm_deploy.generation.generate`,
-so every row starts from the same x_T (sample ``i`` of seed ``s`` draws the same noise whatever the
+Every cell (row, NFE, seed) samples ``--n`` images through ``sample``'s own loop
+(:func:`vmddpm_deploy.jobs.sampling.sample_shard`, an npz shard in ``OUT/samples/CELL/``), so every
+row starts from the same x_T (sample ``i`` of seed ``s`` draws the same noise whatever the
 sampler), runs the same padded batches and differs only in the update rule. diffusers' schedulers
 enter through :class:`vmddpm_deploy.diffusers.DiffusersScheduler` (what ``sample --scheduler
 diffusers:NAME`` runs); they keep their own defaults (float32 tables from ``beta_schedule="linear"``),
 so their rows are an independent implementation, not ours re-run. FID and KID are against ``--real`` (default: the 321 training
 slices, so n = 321 compares equal-sized sets; FID is biased upward at small n, so compare rows
-only at equal n). Seconds per image are the sampling wall time over n, measured in this run.
+only at equal n). Seconds per image are the sampling wall time (writing included) over the images
+made in this run.
 
 Each finished cell is written to ``OUT/cells/`` at once (JSON, atomically), so an interrupted run
 continues where it stopped; ``--rows`` / ``--nfe`` / ``--seeds`` pick which cells to (re)compute,
@@ -25,21 +27,24 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from vmddpm_deploy.atomic_write import write_atomic
 from vmddpm_deploy.diffusion import DPMSolverPP2MSampler, NoiseSchedule, make_sampler
 from vmddpm_deploy.evaluation.image_sets import ImageSet, images_to_uint8, open_image_set
 from vmddpm_deploy.evaluation.inception import InceptionFeatureExtractor
 from vmddpm_deploy.evaluation.metrics import evaluate_sets
-from vmddpm_deploy.generation import generate
-from vmddpm_deploy.runtime.source import load_denoiser, open_source
+from vmddpm_deploy.jobs import sampling
+from vmddpm_deploy.jobs.output_dir import OutputDir
+from vmddpm_deploy.jobs.spec import JobSettings, Shard
+from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, open_source
 
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.safetensors"
 DEFAULT_NFE = (5, 10, 20, 50, 100)
@@ -94,29 +99,28 @@ def cell_path(out: Path, row: str, nfe: int, seed: int) -> Path:
     return out / "cells" / f"{row}_nfe{nfe}_seed{seed}.json"
 
 
-def run_cell(row: str, nfe: int, seed: int, n: int, batch_size: int, denoiser, schedule, image_shape,
-             extractor, real_set: ImageSet) -> dict:
-    sampler = ROWS[row].make(schedule, nfe)
+def run_cell(row: str, nfe: int, seed: int, n: int, batch_size: int, source: DenoiserSource, denoiser,
+             extractor, real_set: ImageSet, out: Path) -> dict:
+    """Sample one cell into ``OUT/samples/ROW_nfeNFE_seedSEED/`` through ``sample``'s own loop (an
+    npz shard; a cell without its JSON is made again from the start) and score it."""
+    sampler = ROWS[row].make(source.schedule, nfe)
     assert len(sampler.timesteps) == nfe, f"{row} at {nfe} steps makes {len(sampler.timesteps)} calls"
-    calls = 0
-
-    def counted(x, t):
-        nonlocal calls
-        calls += 1
-        return denoiser(x, t)
-
-    start = time.perf_counter()
-    batches = [x0 for _, x0 in generate(counted, sampler, seed, range(n), image_shape, batch_size)]
-    sampling_seconds = time.perf_counter() - start
-    images = images_to_uint8(torch.cat(batches).numpy(), row)
+    config = source.config
+    image_shape = (config.in_channels, config.image_size, config.image_size)
+    settings = JobSettings(source.sha256, n, row, nfe, 0.0, seed, "npz", Shard(), batch_size)
+    samples_dir = out / "samples" / cell_path(out, row, nfe, seed).stem
+    shutil.rmtree(samples_dir, ignore_errors=True)  # an interrupted cell's samples: its timing is lost, redo it
+    run = sampling.sample_shard(OutputDir(samples_dir, settings, resume=False), denoiser, sampler, image_shape)
+    with np.load(samples_dir / "samples.npz") as npz:
+        images = images_to_uint8(npz["images"], row)
     generated = ImageSet(f"{row} nfe {nfe} seed {seed}", tuple(images.shape[1:]), None, array=images)
     # The real set's features come from evaluate's per-set cache after the first cell.
     scores = evaluate_sets(generated, real_set, ("fid", "kid"), extractor=extractor)
     return {
         "row": row, "label": ROWS[row].label, "implementation": ROWS[row].implementation,
-        "nfe": nfe, "denoiser_calls_per_batch": calls // math.ceil(n / batch_size), "seed": seed,
+        "nfe": nfe, "denoiser_calls_per_batch": run["denoiser_calls"] // math.ceil(n / batch_size), "seed": seed,
         "n": n, "batch_size": batch_size, "fid": scores.fid, "kid": scores.kid, "kid_std": scores.kid_std,
-        "seconds_per_image": sampling_seconds / n, "sampling_seconds": sampling_seconds,
+        "seconds_per_image": run["seconds"] / n, "sampling_seconds": run["seconds"],
     }
 
 
@@ -208,18 +212,16 @@ def main() -> None:
     if not args.report_only:
         source = open_source(args.checkpoint)
         denoiser = load_denoiser(source, "torch")
-        schedule, config = source.schedule, source.config
-        image_shape = (config.in_channels, config.image_size, config.image_size)
         extractor = InceptionFeatureExtractor()
-        real_set = open_image_set(args.real, size_hint=config.image_size)
+        real_set = open_image_set(args.real, size_hint=source.config.image_size)
         for nfe in nfes:
             for seed in seeds:
                 for row in rows:
                     path = cell_path(args.out, row, nfe, seed)
                     if path.exists():
                         continue
-                    cell = run_cell(row, nfe, seed, args.n, args.batch_size, denoiser, schedule, image_shape,
-                                    extractor, real_set)
+                    cell = run_cell(row, nfe, seed, args.n, args.batch_size, source, denoiser, extractor, real_set,
+                                    args.out)
                     cell["real"] = args.real
                     cell["checkpoint"] = Path(args.checkpoint).name
                     write_atomic(path, lambda handle: handle.write(json.dumps(cell, indent=1).encode()))

@@ -1,4 +1,4 @@
-"""`vmddpm-deploy train ...` with a pause inside one checkpoint write, for tests/test_training.py's
+"""`vmddpm-deploy train ...` with a pause inside one checkpoint write, for tests/training/test_loop.py's
 kill -9 test: the Nth ``os.fsync`` (every atomic write calls it once, after the data is in the
 temporary file and before the rename) writes the file named by $PAUSE_MARKER and sleeps, so the
 test can SIGKILL the process while that write is in flight.

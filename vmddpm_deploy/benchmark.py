@@ -20,10 +20,11 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from vmddpm_deploy.choices import PRECISIONS
 from vmddpm_deploy.diffusion import Denoiser, Sampler
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.ops import dispatch
-from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, source_checkpoint, tensorrt_runs_here
+from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, tensorrt_runs_here
 
 
 def _skip_term_only(u, delta, A, B, C, D, delta_bias, delta_softplus=True):
@@ -82,14 +83,14 @@ class LatencyStats:
 def default_rows(source: DenoiserSource) -> list[str]:
     """The rows ``bench`` times when none are named: what runs ``source`` here, with the floor
     (for a checkpoint) or ONNX Runtime and the engines (for an export)."""
-    has_checkpoint = source.checkpoint is not None or source_checkpoint(source) is not None
+    has_checkpoint = source.torch_checkpoint is not None
     rows = ["torch", "torch-reference"] if has_checkpoint else []
     if source.manifest is None:
         return [*rows, "scan-free"]
     rows.append("onnxruntime")
     if tensorrt_runs_here(source):
-        precisions = {entry.get("precision") for entry in source.manifest.engines.values()}
-        rows += [f"tensorrt-{precision}" for precision in ("fp32", "fp16") if precision in precisions]
+        precisions = {entry.precision for entry in source.manifest.engines.values()}
+        rows += [f"tensorrt-{precision}" for precision in PRECISIONS if precision in precisions]
     return rows
 
 
@@ -104,7 +105,7 @@ def check_row_names(names: Sequence[str]) -> list[str]:
 def bench_targets(source: DenoiserSource, names: Sequence[str], device: str = "cpu") -> list[BenchTarget]:
     """One target per row name of :data:`BENCH_ROWS` (torch rows of one precision share a model)."""
     check_row_names(names)
-    checkpoint = source.checkpoint or source_checkpoint(source)
+    checkpoint = source.torch_checkpoint
     needs_checkpoint = [name for name in names if name in CHECKPOINT_ROWS]
     if needs_checkpoint and checkpoint is None:
         raise InvalidArgumentError(

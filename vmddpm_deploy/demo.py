@@ -9,7 +9,8 @@ Files written to the output directory::
 
     untrained-tiny.safetensors  only when no trained checkpoint is bundled (and --checkpoint is not given)
     export/            denoiser.onnx, denoiser.portable.onnx, manifest.json
-    samples.npz        indices (n,), images (n, C, H, W) uint16, as `sample --format npz` writes
+    samples.npz        indices (n,), images (n, C, H, W) uint16, written by `sample`'s own loop
+    progress.json      and samples.json: `sample`'s record of the run (settings, timings)
     contact_sheet.png  generated (left) and real held-out (right) images, labelled, with the scores
     demo.json          settings, stage timings, FID, KID
 """
@@ -17,6 +18,7 @@ Files written to the output directory::
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,7 +32,7 @@ from vmddpm_deploy.contact_sheet import write_contact_sheet
 from vmddpm_deploy.data.bundled import BUNDLED_DIR
 from vmddpm_deploy.diffusion.reverse_process import DEFAULT_SAMPLER, DEFAULT_STEPS
 from vmddpm_deploy.errors import InvalidArgumentError
-from vmddpm_deploy.outputs import prepare_output_dir, to_uint16, write_npz
+from vmddpm_deploy.outputs import prepare_output_dir
 
 #: The trained checkpoint shipped with the package (``train --data bundled --preset tiny``).
 DEMO_CHECKPOINT = BUNDLED_DIR / "vmddpm_tiny_mni152.safetensors"
@@ -38,6 +40,8 @@ DEMO_CHECKPOINT = BUNDLED_DIR / "vmddpm_tiny_mni152.safetensors"
 REAL_SET = "bundled:heldout"
 EXPORT_DTYPES = ("fp32",)
 EXPORT_OPS = ("plugin", "portable")
+#: The samples, as `sample --format npz` writes them (with its progress.json and samples.json).
+SAMPLES_FILE = "samples.npz"
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class DemoSettings:
     sampler: str = DEFAULT_SAMPLER
     steps: int = DEFAULT_STEPS
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int | None = None  # None: as `sample`, the backend's largest, never more than n
     device: str = "cpu"
     export: bool = True
     checkpoint: Path | None = None  # None: DEMO_CHECKPOINT, or an untrained one if it is missing
@@ -57,7 +61,7 @@ class DemoSettings:
             raise InvalidArgumentError(f"--n must be at least 2 (FID needs two images), got {self.n}")
         if self.n_real is not None and self.n_real < 2:
             raise InvalidArgumentError(f"--n-real must be at least 2 (FID needs two images), got {self.n_real}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise InvalidArgumentError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
@@ -79,9 +83,8 @@ def run_demo(
         images_to_uint8,
         open_image_set,
     )
-    from vmddpm_deploy.generation import CallTimer, generate
-    from vmddpm_deploy.jobs import plan_job
-    from vmddpm_deploy.runtime.source import load_denoiser, resolve_backend
+    from vmddpm_deploy.jobs import plan_job, run_sample_job
+    from vmddpm_deploy.runtime.source import resolve_backend
 
     def stage(text: str) -> None:
         if on_stage is not None:
@@ -100,7 +103,7 @@ def run_demo(
     checkpoint_path = _checkpoint_path(out, settings, notes)
     plan = plan_job(  # fails on a bad checkpoint or sampler setting before any work, and before --out is made
         checkpoint_path, n=settings.n, sampler=settings.sampler, steps=settings.steps, eta=0.0, seed=settings.seed,
-        image_format="npz",
+        image_format="npz", batch_size=settings.batch_size,
     )
     prepare_output_dir(out)
     source, config = plan.source, plan.source.config
@@ -117,20 +120,18 @@ def run_demo(
     backend = resolve_backend("auto", source)
     stage(f"sampling {settings.n} images: {settings.sampler}, {settings.steps} steps, backend {backend}")
     clock = time.perf_counter()
-    denoiser = CallTimer(load_denoiser(source, backend, settings.device))
-    batches = generate(
-        denoiser,
-        plan.make_sampler(),
-        settings.seed,
-        range(settings.n),
-        plan.image_shape,
-        min(settings.batch_size, settings.n),
-        settings.device,
-        on_step=lambda images: progress("sampling", images, settings.n),
-    )
-    generated = np.concatenate([x0.float().cpu().numpy() for _, x0 in batches])
+    _remove_earlier_samples(out)
+    shown = 0.0
+
+    def on_sampled(done: float, total: int) -> None:
+        nonlocal shown
+        progress("sampling", done - shown, total)
+        shown = done
+
+    run = run_sample_job(plan, out, backend=backend, device=settings.device, resume=False, on_progress=on_sampled)
     seconds["sampling"] = time.perf_counter() - clock
-    write_npz(out / "samples.npz", np.arange(settings.n), to_uint16(generated))
+    with np.load(out / SAMPLES_FILE) as npz:
+        generated = npz["images"]
 
     stage(f"FID / KID against {REAL_SET}")
     clock = time.perf_counter()
@@ -164,10 +165,11 @@ def run_demo(
         "model": {"image_size": config.image_size, "in_channels": config.in_channels},
         "backend": backend,
         "export_dir": str(export_dir) if export_dir else None,
-        "samples": str(out / "samples.npz"),
+        "samples": str(out / SAMPLES_FILE),
         "contact_sheet": str(sheet),
-        "ms_per_denoiser_call": round(denoiser.ms_per_call, 3),
-        "denoiser_calls": denoiser.calls,
+        "ms_per_denoiser_call": run["ms_per_denoiser_call"],
+        "denoiser_calls": run["denoiser_calls"],
+        "batch_size": run["batch_size"],
         "images_per_second": round(settings.n / seconds["sampling"], 3),
         "evaluation": evaluation.to_dict(),
         "seconds": {name: round(value, 3) for name, value in seconds.items()},
@@ -176,6 +178,13 @@ def run_demo(
     data = json.dumps(summary, indent=2).encode()
     write_atomic(out / "demo.json", lambda handle: handle.write(data))
     return summary
+
+
+def _remove_earlier_samples(out: Path) -> None:
+    """An earlier demo's samples are replaced, not resumed: each demo samples and times afresh."""
+    for name in (SAMPLES_FILE, "progress.json", "samples.json"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / ".parts", ignore_errors=True)  # a killed demo's batches, of its own settings
 
 
 def _checkpoint_path(out: Path, settings: DemoSettings, notes: list[str]) -> Path:

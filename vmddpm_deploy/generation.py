@@ -47,8 +47,8 @@ class CallTimer:
 class PrefetchedNoise:
     """Step noise of one batch, drawn one noisy step ahead on a worker thread.
 
-    The noise is drawn on the host (numpy, the rule the C++ host reproduces): 6 ms for 32
-    images of 64 x 64 on the 2-core machine, as long as a GPU denoiser call. Drawn while the
+    The noise is drawn on the host (numpy, the rule the C++ host reproduces), which can take as
+    long as a GPU denoiser call of a small model. Drawn while the
     previous call runs, only an asynchronous copy from pinned memory stays in the loop. The values
     are :func:`gaussian_noise`'s: prefetching changes when they are made, not what they are.
     """

@@ -41,3 +41,30 @@ def test_values_click_cannot_parse_are_one_error_line(args, phrase):
 def test_no_arguments_prints_the_help():
     result = invoke()
     assert result.exit_code == 2 and "Usage:" in result.output and "sample" in result.output
+
+
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code`` (a subprocess: this one has torch)."""
+    import json
+    import subprocess
+    import sys
+
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def test_importing_the_cli_loads_no_torch():
+    # --help and --version must not wait seconds for torch: every choice list is torch-free.
+    modules = _modules_after("import vmddpm_deploy.cli")
+    assert "vmddpm_deploy.cli.sample" in modules  # the commands did register
+    assert not {"torch", "numpy", "onnx"} & modules
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["sample", "--help"], ["train", "--help"]])
+def test_help_and_version_load_no_torch(args):
+    code = (
+        "import sys\nfrom vmddpm_deploy.cli import app\n"
+        f"try:\n    app({args!r})\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code"
+    )
+    assert "torch" not in _modules_after(code)

@@ -1,4 +1,4 @@
-"""Every command against bad inputs (issue 18, item 4): missing, empty, truncated and wrong-type
+"""Every command against bad inputs: missing, empty, truncated and wrong-type
 files, a pickle that would run code, tampered graphs and manifests, zero / negative / huge counts,
 malformed --shard, unwritable output, a full disk and Ctrl-C.
 
@@ -9,6 +9,7 @@ there before is byte-identical. The README's errors section lists this table.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -25,7 +26,7 @@ from tests.cli.runner import invoke
 from tests.host.artifacts import write_export_dir
 from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
 from vmddpm_deploy.diffusion import NoiseSchedule
-from vmddpm_deploy.export.manifest import file_record, read_manifest, write_manifest
+from vmddpm_deploy.export.manifest import GraphRecord, file_record, read_manifest, write_manifest
 from vmddpm_deploy.model import ModelConfig
 
 MICRO = ModelConfig(image_size=8, base_channels=8, channel_mult=(1, 2), d_state=4, norm_groups=4)
@@ -64,10 +65,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     def export(name: str) -> Path:
         directory = write_export_dir(root / name, checkpoint, fp32_graph=b"graph")
         (directory / "denoiser.portable.onnx").write_bytes(b"portable graph")
-        data = read_manifest(directory, verify=False).data
-        data["graphs"]["portable"] = {"file": "denoiser.portable.onnx", "ops": "portable", "io_dtype": "float32",
-                                      **file_record(directory / "denoiser.portable.onnx")}
-        write_manifest(directory, data)
+        manifest = read_manifest(directory, verify=False)
+        portable = GraphRecord("denoiser.portable.onnx", "portable", "float32",
+                               **file_record(directory / "denoiser.portable.onnx"))
+        write_manifest(dataclasses.replace(manifest, graphs={**manifest.graphs, "portable": portable}))
         return directory
 
     export("export")

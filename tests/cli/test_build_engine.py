@@ -6,6 +6,7 @@ export directory is hand-made and the TensorRT-free checks run.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 
@@ -75,10 +76,9 @@ def test_timing_cache_in_a_missing_directory(export_dir, tmp_path):
 
 
 def test_static_batch_graph(export_dir):
-    data = read_manifest(export_dir).data
-    for io in data["inputs"] + data["outputs"]:
-        io["shape"][0] = 4
-    write_manifest(export_dir, data)
+    manifest = read_manifest(export_dir)
+    fixed = [dataclasses.replace(spec, shape=(4, *spec.shape[1:])) for spec in manifest.inputs + manifest.outputs]
+    write_manifest(dataclasses.replace(manifest, inputs=tuple(fixed[:2]), outputs=tuple(fixed[2:])))
     result = invoke(export_dir)
     assert result.exit_code == 2
     assert "exported with a fixed batch of 4" in error_line(result)

@@ -3,6 +3,7 @@ Python sampler in the replay format of plugins/host/src/replay_denoiser.h."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from pathlib import Path
 
@@ -10,47 +11,47 @@ import torch
 
 from vmddpm_deploy.checkpoint import Checkpoint
 from vmddpm_deploy.export.manifest import (
-    CUSTOM_OP_ATTRIBUTES,
-    FORMAT,
+    GraphRecord,
+    Manifest,
+    SourceRecord,
     file_record,
+    new_manifest,
     write_manifest,
 )
 
 REPLAY_MAGIC = b"VMDEPS01"
 
 
+def export_manifest(directory: Path, checkpoint: Checkpoint) -> Manifest:
+    """The manifest an export of ``checkpoint`` carries, made by the exporter's own constructor
+    (no graph files), so the host is tested against what Python writes."""
+    return new_manifest(
+        directory,
+        source=SourceRecord(checkpoint="ckpt.pt", sha256="0" * 64, weights="ema"),
+        config=checkpoint.config,
+        schedule=checkpoint.schedule,
+        opset=18,
+        graphs={},
+        created_by={"vmddpm_deploy": "test"},
+    )
+
+
 def manifest_data(checkpoint: Checkpoint) -> dict:
-    """The manifest.json an export of ``checkpoint`` carries, per docs/design.md section 3 (no graph files)."""
-    config, schedule = checkpoint.config, checkpoint.schedule
-    image = [config.in_channels, config.image_size, config.image_size]
-    return {
-        "format": FORMAT,
-        "created_by": {"vmddpm_deploy": "test"},
-        "source": {"checkpoint": "ckpt.pt", "sha256": "0" * 64, "weights": "ema"},
-        "model": config.to_dict(),
-        "schedule": schedule.to_dict() | {"alphas_cumprod": schedule.alphas_cumprod.tolist()},
-        "opset": 18,
-        "custom_ops": {"domain": "vmddpm", "plugin_namespace": "vmddpm", "plugin_version": "1", "ops": CUSTOM_OP_ATTRIBUTES},
-        "inputs": [
-            {"name": "x", "dtype": "float32", "shape": ["batch", *image]},
-            {"name": "t", "dtype": "int64", "shape": ["batch"]},
-        ],
-        "outputs": [{"name": "eps", "dtype": "float32", "shape": ["batch", *image]}],
-        "graphs": {},
-        "engines": {},
-        "seeding": "per-sample counter RNG, see vmddpm_deploy/diffusion/noise.py",
-    }
+    """The manifest.json content of :func:`export_manifest`, for tests that break one field of it."""
+    return export_manifest(Path("."), checkpoint).to_dict()
 
 
 def write_export_dir(directory: Path, checkpoint: Checkpoint, fp32_graph: bytes | None = None) -> Path:
     """A hand-made export directory; ``fp32_graph`` (placeholder bytes) is listed with its true sha256."""
     directory.mkdir(parents=True, exist_ok=True)
-    data = manifest_data(checkpoint)
+    manifest = export_manifest(directory, checkpoint)
     if fp32_graph is not None:
         (directory / "denoiser.onnx").write_bytes(fp32_graph)
         record = file_record(directory / "denoiser.onnx")
-        data["graphs"] = {"fp32": {"file": "denoiser.onnx", "ops": "plugin", "io_dtype": "float32", **record}}
-    write_manifest(directory, data)
+        manifest = dataclasses.replace(
+            manifest, graphs={"fp32": GraphRecord("denoiser.onnx", "plugin", "float32", **record)}
+        )
+    write_manifest(manifest)
     return directory
 
 

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from tests.host.artifacts import manifest_data, write_export_dir
+from tests.host.artifacts import export_manifest, manifest_data, write_export_dir
 from vmddpm_deploy.checkpoint import init_checkpoint
 from vmddpm_deploy.diffusion import NoiseSchedule
-from vmddpm_deploy.export.manifest import write_manifest
+from vmddpm_deploy.export.manifest import EngineRecord, write_manifest
 from vmddpm_deploy.model import ModelConfig
 
 ENGINE = {
@@ -27,9 +27,8 @@ def checkpoint():
 
 
 def test_info_reads_what_python_wrote(host, checkpoint, tmp_path):
-    data = manifest_data(checkpoint)
-    data["engines"] = {"denoiser.fp16.b1-32.trt10.14.sm90.plan": ENGINE}
-    write_manifest(tmp_path, data)
+    write_manifest(export_manifest(tmp_path, checkpoint).with_engine("denoiser.fp16.b1-32.trt10.14.sm90.plan",
+                                                                     EngineRecord(**ENGINE)))
     result = host.run("info", "--export-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)

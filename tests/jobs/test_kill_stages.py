@@ -18,7 +18,8 @@ import pytest
 from tests.jobs.conftest import SHAPE
 from tests.jobs.test_output_dir import job_files, settings
 from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
-from vmddpm_deploy.jobs.output_dir import SampleJob
+from vmddpm_deploy.jobs.output_dir import OutputDir
+from vmddpm_deploy.jobs.sampling import sample_shard
 from vmddpm_deploy.jobs.spec import Shard
 
 N, BATCH = 5, 2
@@ -59,7 +60,7 @@ class KillAt:
 def run_shards(out, denoiser, sampler, image_format, count, resume=False):
     for index in range(count):
         job_settings = settings(N, image_format, Shard(index, count), steps=len(sampler.timesteps), batch_size=BATCH)
-        SampleJob(out, job_settings, resume=resume).run(denoiser, sampler, SHAPE)
+        sample_shard(OutputDir(out, job_settings, resume=resume), denoiser, sampler, SHAPE)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ from tests.jobs.conftest import SHAPE
 from vmddpm_deploy.checkpoint import init_checkpoint
 from vmddpm_deploy.diffusion import NoiseSchedule
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
-from vmddpm_deploy.jobs.output_dir import SampleJob
+from vmddpm_deploy.jobs.output_dir import OutputDir
+from vmddpm_deploy.jobs.sampling import sample_shard
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
 
 
@@ -21,8 +22,7 @@ def settings(n=5, image_format="npz", shard: Shard | None = None, steps=4, batch
 
 
 def run(out, denoiser, sampler, resume=False, **kwargs):
-    job = SampleJob(out, settings(**kwargs), resume=resume)
-    return job.run(denoiser, sampler, SHAPE)
+    return sample_shard(OutputDir(out, settings(**kwargs), resume=resume), denoiser, sampler, SHAPE)
 
 
 def load_npz(path):
@@ -81,14 +81,14 @@ def test_any_split_at_one_batch_size_gives_the_full_runs_bytes(tmp_path, denoise
 def test_a_shard_of_another_batch_size_is_refused(tmp_path, denoiser, sampler):
     run(tmp_path / "o", denoiser, sampler, n=4, batch_size=2, shard=Shard(0, 2))
     with pytest.raises(InvalidArgumentError, match=r"--batch-size 2 \(progress.shard-0-of-2.json\), this one would use 3"):
-        SampleJob(tmp_path / "o", settings(n=4, batch_size=3, shard=Shard(1, 2)), resume=False)
+        OutputDir(tmp_path / "o", settings(n=4, batch_size=3, shard=Shard(1, 2)), resume=False)
     assert not (tmp_path / "o" / "progress.shard-1-of-2.json").exists()
 
 
 def test_resume_with_another_batch_size_is_refused(tmp_path, denoiser, sampler):
     run(tmp_path / "o", denoiser, sampler, n=3, batch_size=2)
     with pytest.raises(InvalidArgumentError, match="batch_size was 2, now 3"):
-        SampleJob(tmp_path / "o", settings(n=3, batch_size=3), resume=True)
+        OutputDir(tmp_path / "o", settings(n=3, batch_size=3), resume=True)
 
 
 def test_only_the_last_short_batch_is_padded(tmp_path, denoiser, sampler):
@@ -159,8 +159,8 @@ def test_shards_of_another_split_are_refused(tmp_path, denoiser, sampler):
     run(tmp_path / "o", denoiser, sampler, n=2, shard=Shard(0, 2))
     for shard, resume in [(Shard(), False), (Shard(1, 3), True)]:
         with pytest.raises(OutputError, match=r"split into 2 shard\(s\) \(progress.shard-0-of-2.json\)"):
-            SampleJob(tmp_path / "o", settings(n=2, shard=shard), resume=resume)
-    assert SampleJob(tmp_path / "o", settings(n=2, shard=Shard(1, 2)), resume=False).todo == [1]
+            OutputDir(tmp_path / "o", settings(n=2, shard=shard), resume=resume)
+    assert OutputDir(tmp_path / "o", settings(n=2, shard=Shard(1, 2)), resume=False).todo == [1]
 
 
 def test_nifti_holds_the_png_pixels_upright_and_scaled_to_the_model_range(tmp_path, denoiser, sampler):
@@ -216,7 +216,7 @@ def test_sample_cli_writes_a_nifti_volume(tmp_path, micro_config):
 def test_resume_with_other_settings_is_refused(tmp_path, denoiser, sampler):
     run(tmp_path / "o", denoiser, sampler, n=2)
     with pytest.raises(InvalidArgumentError, match="n was 2, now 3"):
-        SampleJob(tmp_path / "o", settings(n=3), resume=True)
+        OutputDir(tmp_path / "o", settings(n=3), resume=True)
 
 
 def test_resume_trusts_only_files_on_disk(tmp_path, denoiser, sampler):
@@ -224,7 +224,7 @@ def test_resume_trusts_only_files_on_disk(tmp_path, denoiser, sampler):
     run(out, denoiser, sampler, n=3, image_format="png")
     (out / "00001.png").unlink()
     (out / "samples.json").unlink()
-    job = SampleJob(out, settings(n=3, image_format="png"), resume=True)
+    job = OutputDir(out, settings(n=3, image_format="png"), resume=True)
     assert job.todo == [1]
 
 
@@ -241,7 +241,7 @@ def test_a_merged_file_without_its_progress_file_is_never_taken_for_this_runs(tm
     (tmp_path / "o" / "samples.json").unlink()
     merged = (tmp_path / "o" / "samples.npz").read_bytes()
     with pytest.raises(OutputError, match="samples" if resume else "already holds"):
-        SampleJob(tmp_path / "o", settings(n=3), resume=resume)
+        OutputDir(tmp_path / "o", settings(n=3), resume=resume)
     assert (tmp_path / "o" / "samples.npz").read_bytes() == merged
 
 
@@ -260,7 +260,7 @@ def test_unusable_progress_files_are_one_line(tmp_path, progress, phrase):
     out.mkdir()
     (out / "progress.json").write_text(json.dumps(progress))
     with pytest.raises(OutputError, match=phrase):
-        SampleJob(out, settings(n=3), resume=True)
+        OutputDir(out, settings(n=3), resume=True)
 
 
 def test_a_shard_with_another_seed_is_refused_and_other_json_files_are_ignored(tmp_path, denoiser, sampler):
@@ -268,5 +268,5 @@ def test_a_shard_with_another_seed_is_refused_and_other_json_files_are_ignored(t
     (tmp_path / "o" / "progress-notes.json").write_text("not ours")
     other_seed = JobSettings("f" * 64, 4, "ddim", 4, 0.5, 12, "npz", Shard(1, 2), 2)
     with pytest.raises(InvalidArgumentError, match=r"seed 11 \(progress.shard-0-of-2.json\), this one would use 12"):
-        SampleJob(tmp_path / "o", other_seed, resume=False)
-    assert SampleJob(tmp_path / "o", settings(n=4, shard=Shard(1, 2)), resume=False).todo == [1, 3]
+        OutputDir(tmp_path / "o", other_seed, resume=False)
+    assert OutputDir(tmp_path / "o", settings(n=4, shard=Shard(1, 2)), resume=False).todo == [1, 3]

@@ -18,7 +18,8 @@ from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import ArtifactError, BackendUnavailableError, OutputError
 from vmddpm_deploy.model import ModelConfig
 from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
-from vmddpm_deploy.jobs.output_dir import SampleJob
+from vmddpm_deploy.jobs.output_dir import OutputDir
+from vmddpm_deploy.jobs.sampling import sample_shard
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
 
 runner = CliRunner()
@@ -51,12 +52,12 @@ def run_in_process(ckpt, out, shard, denoiser=None, resume=False, image_format="
     from vmddpm_deploy.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(ckpt)
-    job = SampleJob(out, settings(ckpt, image_format=image_format, shard=shard), resume=resume)
+    output = OutputDir(out, settings(ckpt, image_format=image_format, shard=shard), resume=resume)
     sampler = make_sampler("ddim", checkpoint.schedule, 3, eta=0.5)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return job.run(denoiser or TorchDenoiser(checkpoint), sampler, SHAPE)
+        return sample_shard(output, denoiser or TorchDenoiser(checkpoint), sampler, SHAPE)
     finally:
         torch.set_num_threads(threads)
 
@@ -112,7 +113,7 @@ def test_ray_resumes_a_killed_job_array_and_vice_versa(tmp_path, ray_instance, m
         name = f"samples.shard-{index}-of-2.nii.gz"
         assert (out / name).read_bytes() == (clean / name).read_bytes()
     # The Ray run's directory continues without Ray: nothing left to do.
-    assert SampleJob(out, settings(micro_ckpt, image_format="nifti-volume", shard=Shard(0, 2)), resume=True).todo == []
+    assert OutputDir(out, settings(micro_ckpt, image_format="nifti-volume", shard=Shard(0, 2)), resume=True).todo == []
 
 
 def test_interrupted_ray_run_resumes_to_the_same_files(tmp_path, ray_instance, micro_ckpt, monkeypatch):
@@ -158,7 +159,7 @@ def test_a_stopped_worker_keeps_a_resumable_directory(tmp_path, micro_ckpt):
         str(micro_ckpt), "auto", "cpu", str(out), settings(micro_ckpt, shard=Shard(0, 2)), False, 1
     )
     assert (done, backend) == (0.0, "torch") and batch_size == 2
-    worker._job.denoiser = StopAfter(worker._job.denoiser, 3 + 1)
+    worker._denoiser = StopAfter(worker._denoiser, 3 + 1)
     assert worker.run() is None
     assert worker.completed() == pytest.approx(2.0)  # batch 1; the stop is seen at the end of batch 2's step 1
     assert json.loads((out / "progress.shard-0-of-2.json").read_text())["done"] == [0, 2]

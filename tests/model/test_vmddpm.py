@@ -65,7 +65,7 @@ def test_gradients_reach_every_parameter(micro_config):
     assert missing == []
 
 
-# Parameter ranges are the specification of each preset (issue: foundation).
+# Parameter ranges are the specification of each preset: a change to a preset must be deliberate.
 @pytest.mark.parametrize(
     "name,low,high", [("tiny", 2e6, 5e6), ("small", 10e6, 20e6), ("base", 30e6, 60e6), ("large", 60e6, 120e6)]
 )

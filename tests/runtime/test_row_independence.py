@@ -61,7 +61,8 @@ def test_another_batch_size_stays_within_float_rounding(exported, other_batch):
 def test_every_cpu_backend_writes_the_same_files_for_any_split(exported, tmp_path):
     """The end-to-end consequence, per backend: a full run and a 3-way split at one batch size."""
     from vmddpm_deploy.diffusion import make_sampler
-    from vmddpm_deploy.jobs.output_dir import SampleJob
+    from vmddpm_deploy.jobs.output_dir import OutputDir
+    from vmddpm_deploy.jobs.sampling import sample_shard
     from vmddpm_deploy.jobs.spec import JobSettings, Shard
 
     n, batch_size = 5, 2
@@ -71,9 +72,9 @@ def test_every_cpu_backend_writes_the_same_files_for_any_split(exported, tmp_pat
         def run(out, shard):
             settings = JobSettings("f" * 64, n, "ddim", 3, 0.5, 4, "png", shard, batch_size)
             if kernels is None:
-                return SampleJob(out, settings, resume=False).run(denoiser, sampler, (1, 8, 8))
+                return sample_shard(OutputDir(out, settings, resume=False), denoiser, sampler, (1, 8, 8))
             with dispatch.using(kernels):
-                return SampleJob(out, settings, resume=False).run(denoiser, sampler, (1, 8, 8))
+                return sample_shard(OutputDir(out, settings, resume=False), denoiser, sampler, (1, 8, 8))
 
         full, split = tmp_path / name / "full", tmp_path / name / "split"
         run(full, Shard())

@@ -130,3 +130,19 @@ def test_ddim_trajectory_from_the_same_noise_agrees(exported):
     psnr = 10 * np.log10(2.0**2 / max(mse, 1e-20))  # data range [-1, 1]
     assert psnr >= 40, psnr
     assert images["torch"].std() > 0.05  # the trajectories went somewhere: not two constant images
+
+
+def test_sample_of_an_export_hashes_and_loads_its_checkpoint_once(exported, tmp_path, monkeypatch):
+    # `auto` asks whether the source checkpoint is at hand, then the torch backend runs it: one read.
+    from vmddpm_deploy.runtime import source as source_module
+
+    ckpt, export_dir = exported
+    loads, hashes = [], []
+    real_load, real_hash = source_module.load_checkpoint, source_module.checkpoint_sha256
+    monkeypatch.setattr(source_module, "load_checkpoint", lambda path: loads.append(path) or real_load(path))
+    monkeypatch.setattr(source_module, "checkpoint_sha256", lambda path: hashes.append(path) or real_hash(path))
+    result = CliRunner().invoke(app, ["sample", str(export_dir), "--n", "1", "--steps", "1",
+                                      "--out", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert '"backend": "torch"' in result.output
+    assert [str(p) for p in loads] == [str(ckpt)] and [str(p) for p in hashes] == [str(ckpt)]

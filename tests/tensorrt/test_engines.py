@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
-from vmddpm_deploy.export.manifest import read_manifest, write_manifest
+from vmddpm_deploy.export.manifest import EngineRecord, read_manifest, write_manifest
 from vmddpm_deploy.tensorrt.engines import (
     BatchRange,
     check_engine_runs_here,
@@ -50,13 +52,13 @@ def test_static_batch_graph_needs_that_batch():
 
 def _with_engines(export_dir, engines: dict) -> None:
     manifest = read_manifest(export_dir, verify=False)
-    write_manifest(export_dir, manifest.data | {"engines": engines})
+    write_manifest(dataclasses.replace(manifest, engines=engines))
 
 
-def _entry(precision="fp16", tensorrt=TRT, cc="9.0", max_batch=32) -> dict:
-    return {"graph": precision, "precision": precision, "min_batch": 1, "opt_batch": 8, "max_batch": max_batch,
-            "tensorrt": tensorrt, "gpu": "some GPU", "compute_capability": cc, "sha256": "0" * 64, "bytes": 1,
-            "plugin_library": "libvmddpm_trt_plugins.so", "plugin_library_sha256": "1" * 64}
+def _entry(precision="fp16", tensorrt=TRT, cc="9.0", max_batch=32) -> EngineRecord:
+    return EngineRecord(graph=precision, precision=precision, min_batch=1, opt_batch=8, max_batch=max_batch,
+                        tensorrt=tensorrt, gpu="some GPU", compute_capability=cc, sha256="0" * 64, bytes=1,
+                        plugin_library="libvmddpm_trt_plugins.so", plugin_library_sha256="1" * 64)
 
 
 def test_an_engine_from_another_tensorrt_or_gpu_is_refused_with_the_rebuild_command(export_dir):
@@ -69,7 +71,7 @@ def test_an_engine_from_another_tensorrt_or_gpu_is_refused_with_the_rebuild_comm
         check_engine_runs_here(manifest, "a100.plan", TRT, H100)
     with pytest.raises(ArtifactError, match="is not listed in"):
         check_engine_runs_here(manifest, "missing.plan", TRT, H100)
-    assert check_engine_runs_here(manifest, "a100.plan", TRT, A100)["precision"] == "fp32"
+    assert check_engine_runs_here(manifest, "a100.plan", TRT, A100).precision == "fp32"
 
 
 def test_select_engine_prefers_fp16_then_the_widest_batch_range(export_dir):
@@ -103,22 +105,25 @@ def test_record_engine_writes_an_entry_read_manifest_verifies(export_dir):
     library.write_bytes(b"plugin library bytes")
     fields = {"graph": "fp32", "precision": "fp32", "min_batch": 1, "opt_batch": 8, "max_batch": 32,
               "tensorrt": TRT, "gpu": H100.name, "compute_capability": "9.0"}
-    entry = record_engine(export_dir, plan, fields, library)
+    build = {"precision": "fp32", "batch": BatchRange(1, 8, 32), "tensorrt_version": TRT, "gpu": H100}
+    entry = record_engine(export_dir, plan, **build, plugin_library=library)
 
     manifest = read_manifest(export_dir)  # verify=True: the recorded sha256 and size match the plan
     assert manifest.engines == {plan.name: entry}
-    assert entry["bytes"] == len(b"serialised plan bytes") and entry["plugin_library"] == library.name
-    assert set(entry) == set(fields) | {"sha256", "bytes", "plugin_library", "plugin_library_sha256"}
-    assert manifest.graphs["fp32"]["file"] == "denoiser.onnx"  # the rest of the manifest is kept
+    assert entry.bytes == len(b"serialised plan bytes") and entry.plugin_library == library.name
+    recorded = dataclasses.asdict(entry)
+    assert set(recorded) == set(fields) | {"sha256", "bytes", "plugin_library", "plugin_library_sha256"}
+    assert {key: recorded[key] for key in fields} == fields
+    assert manifest.graphs["fp32"].file == "denoiser.onnx"  # the rest of the manifest is kept
 
     # A second engine joins the first; a changed plugin library makes the first one stale.
     second = export_dir / "denoiser.fp32.b1-8.trt10.14.sm90.plan"
     second.write_bytes(b"another plan")
     library.write_bytes(b"rebuilt plugin library")
-    record_engine(export_dir, second, fields | {"max_batch": 8}, library)
+    record_engine(export_dir, second, **build | {"batch": BatchRange(1, 8, 8)}, plugin_library=library)
     manifest = read_manifest(export_dir)
     assert sorted(manifest.engines) == sorted([plan.name, second.name])
-    assert stale_engines(manifest, manifest.engines[second.name]["plugin_library_sha256"]) == [plan.name]
+    assert stale_engines(manifest, manifest.engines[second.name].plugin_library_sha256) == [plan.name]
 
     plan.write_bytes(b"tampered")
     with pytest.raises(ArtifactError, match="does not match its sha256"):

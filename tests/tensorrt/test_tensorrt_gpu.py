@@ -5,6 +5,7 @@ skipped (with the reason) elsewhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -59,8 +60,8 @@ def test_engines_are_recorded_with_their_plugin_library(tiny, engines):
     for precision, built in engines.items():
         assert built.path.name.startswith(f"denoiser.{precision}.b1-8.trt")
         entry = manifest.engines[built.path.name]
-        assert (entry["precision"], entry["min_batch"], entry["opt_batch"], entry["max_batch"]) == (precision, 1, 4, 8)
-        assert (export_dir / entry["plugin_library"]).is_file()
+        assert (entry.precision, entry.min_batch, entry.opt_batch, entry.max_batch) == (precision, 1, 4, 8)
+        assert (export_dir / entry.plugin_library).is_file()
     assert engines["fp32"].timing_cache.is_file()
 
 
@@ -111,13 +112,12 @@ def test_engine_for_another_tensorrt_is_refused(tiny, engines):
     _, export_dir = tiny
     manifest = read_manifest(export_dir)
     name = engines["fp32"].path.name
-    data = manifest.data | {"engines": manifest.engines | {name: manifest.engines[name] | {"tensorrt": "9.0.0.1"}}}
-    write_manifest(export_dir, data)
+    write_manifest(manifest.with_engine(name, dataclasses.replace(manifest.engines[name], tensorrt="9.0.0.1")))
     try:
         with pytest.raises(ArtifactError, match="built with TensorRT 9.0.0.1"):
             load_tensorrt_denoiser(engines["fp32"].path)
     finally:
-        write_manifest(export_dir, manifest.data)
+        write_manifest(manifest)
 
 
 def test_sample_cli_with_the_tensorrt_backend(tiny, engines, tmp_path):

@@ -24,14 +24,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from vmddpm_deploy import __version__
-from vmddpm_deploy.diffusion.reverse_process import DEFAULT_SAMPLER, SAMPLERS
-from vmddpm_deploy.diffusion.schedule import SCHEDULE_KINDS, NoiseSchedule
+from vmddpm_deploy import __version__, choices as names
 from vmddpm_deploy.errors import InvalidArgumentError, VmddpmError
-from vmddpm_deploy.jobs.output_dir import IMAGE_FORMATS
-from vmddpm_deploy.model.config import DEFAULT_PRESET_NAME, PRESETS, ModelConfig
-from vmddpm_deploy.ops.scan_orders import SCAN_ORDERS
-from vmddpm_deploy.runtime.source import SAMPLING_BACKENDS
 
 console = Console(stderr=True)
 
@@ -138,24 +132,27 @@ def _root(
 def choices(name: str, values: Iterable[str]) -> type[Enum]:
     """A str Enum of ``values`` for Typer's choice options.
 
-    Every choice list is defined once, in the library module that acts on it; the CLI only
-    derives its enums, so a new sampler, scan order or format needs no CLI change.
+    Every choice list is defined once, in :mod:`vmddpm_deploy.choices` (torch-free, so that
+    ``--help`` does not load torch); the CLI only derives its enums, so a new sampler, scan order
+    or format needs no CLI change.
     """
     return Enum(name, {value: value for value in values}, type=str)
 
 
-Preset = choices("Preset", PRESETS)
-ScanOrder = choices("ScanOrder", SCAN_ORDERS)
-ScheduleKind = choices("ScheduleKind", SCHEDULE_KINDS)
-SamplerName = choices("SamplerName", SAMPLERS)
-ImageFormat = choices("ImageFormat", IMAGE_FORMATS)
-Backend = choices("Backend", SAMPLING_BACKENDS)
+Preset = choices("Preset", names.PRESET_NAMES)
+ScanOrder = choices("ScanOrder", names.SCAN_ORDERS)
+ScheduleKind = choices("ScheduleKind", names.SCHEDULE_KINDS)
+SamplerName = choices("SamplerName", names.SAMPLERS)
+ImageFormat = choices("ImageFormat", names.IMAGE_FORMATS)
+Backend = choices("Backend", names.SAMPLING_BACKENDS)
+Precision = choices("Precision", names.PRECISIONS)
 
 #: The defaults the CLI shows are the library's own.
-DEFAULT_PRESET = Preset(DEFAULT_PRESET_NAME)
-DEFAULT_SCAN_ORDER = ScanOrder(ModelConfig.scan_order)
-DEFAULT_SCHEDULE = ScheduleKind(NoiseSchedule.kind)
-DEFAULT_SAMPLER_NAME = SamplerName(DEFAULT_SAMPLER)
+DEFAULT_PRESET = Preset(names.DEFAULT_PRESET)
+DEFAULT_SCAN_ORDER = ScanOrder(names.DEFAULT_SCAN_ORDER)
+DEFAULT_SCHEDULE = ScheduleKind(names.DEFAULT_SCHEDULE_KIND)
+DEFAULT_SAMPLER_NAME = SamplerName(names.DEFAULT_SAMPLER)
+DEFAULT_STEPS = names.DEFAULT_STEPS
 
 
 def wide_console() -> Console:

@@ -68,10 +68,10 @@ def build_engine(
             built = builder.build(on_stage=lambda message: status.update(f"{message} (this takes minutes)"))
     summary = {
         "engine": str(built.path),
-        "bytes": built.entry["bytes"],
+        "bytes": built.entry.bytes,
         "seconds": round(built.seconds, 1),
-        "tensorrt": built.entry["tensorrt"],
-        "gpu": built.entry["gpu"],
+        "tensorrt": built.entry.tensorrt,
+        "gpu": built.entry.gpu,
         "timing_cache": str(built.timing_cache),
         "stale_engines": built.stale,
     }
@@ -79,8 +79,8 @@ def build_engine(
         typer.echo(json.dumps(summary))
         return
     typer.echo(
-        f"built {built.path} ({built.entry['bytes'] / 2**20:.1f} MiB) in {built.seconds:.0f} s with TensorRT "
-        f"{built.entry['tensorrt']} on {built.entry['gpu']}; plugin library {built.entry['plugin_library']} beside it"
+        f"built {built.path} ({built.entry.bytes / 2**20:.1f} MiB) in {built.seconds:.0f} s with TensorRT "
+        f"{built.entry.tensorrt} on {built.entry.gpu}; plugin library {built.entry.plugin_library} beside it"
     )
     if built.stale:
         console.print(

@@ -7,8 +7,15 @@ from typing import Annotated
 
 import typer
 
-from vmddpm_deploy.cli.app import DEFAULT_SAMPLER_NAME, SamplerName, app, progress_bar, reports_errors, wide_console
-from vmddpm_deploy.diffusion.reverse_process import DEFAULT_STEPS
+from vmddpm_deploy.cli.app import (
+    DEFAULT_SAMPLER_NAME,
+    DEFAULT_STEPS,
+    SamplerName,
+    app,
+    progress_bar,
+    reports_errors,
+    wide_console,
+)
 
 
 @app.command()
@@ -24,7 +31,10 @@ def demo(
     sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = DEFAULT_SAMPLER_NAME,
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = DEFAULT_STEPS,
     seed: Annotated[int, typer.Option(help="Run seed; sample i depends only on (seed, i).")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Images per denoiser call.")] = 16,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Images per denoiser call (default: as `sample`, the backend's largest, at most --n)."),
+    ] = None,
     checkpoint: Annotated[
         Path | None, typer.Option(help="Use this checkpoint instead of the bundled trained one.")
     ] = None,

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from vmddpm_deploy.cli.app import app, progress_bar, reports_errors
+from vmddpm_deploy.choices import EXPORT_OPS, PRECISIONS
+from vmddpm_deploy.cli.app import app, choices, progress_bar, reports_errors
 
 
-class ExportDtype(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    both = "both"
-
-
-class ExportOps(str, Enum):
-    plugin = "plugin"
-    portable = "portable"
-    all = "all"
+#: One precision, or every one of ``choices.PRECISIONS``.
+ExportDtype = choices("ExportDtype", (*PRECISIONS, "both"))
+#: One way to run the vmddpm ops, or every one of ``choices.EXPORT_OPS``.
+ExportOps = choices("ExportOps", (*EXPORT_OPS, "all"))
 
 
 @app.command("export")
@@ -57,8 +51,8 @@ def export_command(
     """
     from vmddpm_deploy.export import export_checkpoint
 
-    dtypes = ("fp32", "fp16") if dtype is ExportDtype.both else (dtype.value,)
-    ops_kinds = ("plugin", "portable") if ops is ExportOps.all else (ops.value,)
+    dtypes = PRECISIONS if dtype is ExportDtype.both else (dtype.value,)
+    ops_kinds = EXPORT_OPS if ops is ExportOps.all else (ops.value,)
     start = time.perf_counter()
     with progress_bar(quiet, transient=True) as progress:
         task = progress.add_task("export", total=None)
@@ -77,5 +71,5 @@ def export_command(
             on_stage=on_stage,
         )
     for kind, graph in manifest.graphs.items():
-        typer.echo(f"  {graph['file']:<24} {kind:<8} {graph['ops']:<8} {graph['bytes'] / 1e6:8.2f} MB")
+        typer.echo(f"  {graph.file:<24} {kind:<8} {graph.ops:<8} {graph.bytes / 1e6:8.2f} MB")
     typer.echo(f"wrote {manifest.export_dir} ({len(manifest.graphs)} graphs + manifest.json) in {time.perf_counter() - start:.1f} s")

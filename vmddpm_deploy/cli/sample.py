@@ -10,6 +10,7 @@ import typer
 
 from vmddpm_deploy.cli.app import (
     DEFAULT_SAMPLER_NAME,
+    DEFAULT_STEPS,
     Backend,
     ImageFormat,
     SamplerName,
@@ -17,9 +18,8 @@ from vmddpm_deploy.cli.app import (
     progress_callback,
     reports_errors,
 )
-from vmddpm_deploy.diffusion.reverse_process import DEFAULT_STEPS
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
-from vmddpm_deploy.jobs.output_dir import IMAGE_FORMATS
+from vmddpm_deploy.choices import IMAGE_FORMATS
 
 #: The largest job one directory holds: its indices are listed in progress.json (and held in memory
 #: while it runs), about 100 MB at this size.
@@ -93,14 +93,12 @@ def sample(
 
     At one --batch-size, sample i is the same file byte for byte whatever the --shard split,
     resume point or Ray workers: its noise comes from (seed, i) alone and every batch is padded
-    to --batch-size. Another --batch-size rounds differently: measured on CPU, at most 1 of
-    65535 levels for the bundled trained model (DDIM 50, batch 1 vs 4) and up to 519 for
-    untrained weights (DDIM 20, batch 1 vs 3). Each image is written atomically and
-    progress.json records what is done, so a run killed at any moment continues with --resume.
+    to --batch-size. Another --batch-size may round differently (README, "Per-sample seeding").
+    Each image is written atomically and progress.json records what is done, so a run killed at
+    any moment continues with --resume.
 
-    The default, DDIM in 20 steps, is the fewest denoiser calls whose FID on the bundled model is
-    within seed-to-seed noise of DDIM 50 (121.2 / 116.4 against 127.1, 321 images; DDIM 10: 145.5);
-    DPM-Solver++ and diffusers' UniPC score worse at 20 (README "Fast sampling at equal quality").
+    The default, DDIM in 20 steps, is the fewest denoiser calls that keep DDIM 50's FID on the
+    bundled model (README, "Fast sampling at equal quality").
 
     Example: vmddpm-deploy sample ckpt.safetensors --n 1000 --out samples/
 

@@ -9,7 +9,8 @@ function of ``(seed, step)``.
 """
 
 from vmddpm_deploy.data.bundled import BUNDLED_SPLITS, load_bundled
-from vmddpm_deploy.data.dataset import ImageDataset, LoadOptions, load_dataset
+from vmddpm_deploy.data.dataset import LoadOptions, load_dataset
+from vmddpm_deploy.data.image_dataset import ImageDataset
 from vmddpm_deploy.data.layouts import BRATS_MODALITIES, CHESTXRAY_SPLITS, LAYOUTS
 from vmddpm_deploy.data.preprocess import FIT_MODES, Intensity
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vmddpm_deploy.data.dataset import ImageDataset
+from vmddpm_deploy.data.image_dataset import ImageDataset
 from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import DataError
 

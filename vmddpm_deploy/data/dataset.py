@@ -1,4 +1,5 @@
-"""A training set in memory, and loading one from a ``--data`` path.
+"""Loading a training set (:class:`~vmddpm_deploy.data.image_dataset.ImageDataset`) from a
+``--data`` path: a folder, a file, or the bundled set.
 
 Images are held as uint16 ``(n, 1, S, S)`` at the model's resolution (0 <-> -1, 65535 <-> +1,
 the encoding ``sample`` writes), so a dataset of tens of thousands of 2-D slices fits in memory
@@ -7,16 +8,15 @@ and every training step is a gather, not a file read.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-
+from vmddpm_deploy.data.bundled import load_bundled
+from vmddpm_deploy.data.image_dataset import ImageDataset
 from vmddpm_deploy.data.layouts import find_files
-from vmddpm_deploy.data.preprocess import Intensity, prepare_planes, uint16_to_unit
+from vmddpm_deploy.data.preprocess import Intensity, prepare_planes
 from vmddpm_deploy.data.readers import ANATOMICAL_AXES, UnreadableFileError, read_planes
 from vmddpm_deploy.errors import DataError, InvalidArgumentError
 
@@ -43,44 +43,6 @@ class LoadOptions:
             raise InvalidArgumentError(f"--min-foreground must be in [0, 1], got {self.min_foreground}")
 
 
-@dataclass(frozen=True)
-class ImageDataset:
-    """images: (n, 1, S, S) uint16; names[i] says where image i came from (file and plane)."""
-
-    images: np.ndarray
-    names: tuple[str, ...]
-    source: str
-    layout: str
-    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) of unreadable files left out
-    empty_slices: int = 0
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.images.shape[-1])
-
-    def fingerprint(self) -> str:
-        """sha256 of the pixels and their shape: a resumed run checks it trains on the same data."""
-        digest = hashlib.sha256(repr(self.images.shape).encode())
-        digest.update(np.ascontiguousarray(self.images).tobytes())
-        return digest.hexdigest()
-
-    def batch(self, indices: np.ndarray) -> torch.Tensor:
-        """The images at ``indices`` as float32 in [-1, 1], (len(indices), 1, S, S)."""
-        return uint16_to_unit(self.images[indices])
-
-    def summary(self) -> str:
-        text = f"{len(self)} images of {self.image_size}x{self.image_size} from {self.source} ({self.layout})"
-        if self.empty_slices:
-            text += f", {self.empty_slices} empty slices left out"
-        if self.skipped:
-            path, reason = self.skipped[0]
-            text += f", {len(self.skipped)} unreadable files skipped (first: {path}: {reason})"
-        return text
-
-
 def load_dataset(
     data: str | Path,
     image_size: int,
@@ -95,8 +57,6 @@ def load_dataset(
     options = options or LoadOptions()
     text = str(data)
     if text == "bundled" or text.startswith("bundled:"):
-        from vmddpm_deploy.data.bundled import load_bundled
-
         return load_bundled(text.partition(":")[2] or "train", image_size)
 
     found = find_files(Path(data), options.layout, modality=options.modality, split=options.split)

@@ -20,22 +20,16 @@ from vmddpm_deploy.diffusion.ddpm import DDPMSampler
 from vmddpm_deploy.diffusion.denoiser import Denoiser
 from vmddpm_deploy.diffusion.dpm_solver import DPMSolverPP2MSampler
 from vmddpm_deploy.diffusion.schedule import NoiseSchedule
+from vmddpm_deploy.choices import DEFAULT_SAMPLER, DEFAULT_STEPS
 from vmddpm_deploy.errors import InvalidArgumentError
 
-#: Every sampler by its CLI / config name: the one list of samplers (the CLI's choices derive from it).
+#: Every sampler by its CLI / config name, one per name of ``choices.SAMPLERS``.
 SAMPLERS: dict[str, type] = {
     "ddpm": DDPMSampler,
     "ddim": DDIMSampler,
     "dpm-solver++": DPMSolverPP2MSampler,
 }
 
-#: ``sample`` and ``demo``'s sampler and step count: the fewest denoiser calls whose FID on the
-#: bundled model is within FID's noise of DDIM 50. DDIM 20 scored FID 121.2 / 116.4 (seeds 0 / 1,
-#: 321 images against the 321 training slices) where DDIM 50 scored 127.1, and DDIM 10 145.5;
-#: every other sampler at 20 calls scored worse (``benchmarks/bench_quality.py``, README "Fast
-#: sampling at equal quality").
-DEFAULT_SAMPLER = "ddim"
-DEFAULT_STEPS = 20
 
 
 @runtime_checkable

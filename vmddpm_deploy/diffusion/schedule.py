@@ -31,10 +31,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from vmddpm_deploy.choices import DEFAULT_SCHEDULE_KIND, SCHEDULE_KINDS, TIMESTEP_SPACINGS
 from vmddpm_deploy.errors import ConfigError, InvalidArgumentError
 
-SCHEDULE_KINDS = ("linear", "cosine")
-TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+__all__ = ["SCHEDULE_KINDS", "TIMESTEP_SPACINGS", "NoiseSchedule", "spaced_timesteps"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class NoiseSchedule:
     ``cosine`` kind; every field is stored whatever the kind, so a dict round-trips exactly.
     """
 
-    kind: Literal["linear", "cosine"] = "linear"
+    kind: Literal["linear", "cosine"] = DEFAULT_SCHEDULE_KIND
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02

@@ -27,30 +27,27 @@ import torch
 
 from vmddpm_deploy import __version__
 from vmddpm_deploy.checkpoint import build_model, checkpoint_sha256, load_checkpoint
+from vmddpm_deploy.choices import EXPORT_OPS, PRECISIONS
 from vmddpm_deploy.errors import ExportError, InvalidArgumentError, OutputError
 from vmddpm_deploy.export.fp16 import half_precision
 from vmddpm_deploy.export.manifest import (
-    CUSTOM_DOMAIN,
-    CUSTOM_OP_ATTRIBUTES,
-    FORMAT,
+    BATCH_AXIS,
     GRAPH_FILES,
-    PLUGIN_NAMESPACE,
-    PLUGIN_VERSION,
+    GraphRecord,
     Manifest,
+    SourceRecord,
     file_record,
+    new_manifest,
     read_manifest,
     write_manifest,
 )
 from vmddpm_deploy.export.onnx_functions import register_schemas, translation_table
 from vmddpm_deploy.model import VMDDPM
 
-DTYPES = ("fp32", "fp16")
-OPS = ("plugin", "portable")
 #: torch.onnx's dynamo exporter builds opset 18 graphs natively and converts them up to 25 with
 #: onnxscript's version converter (0.7); beyond that it falls back to onnx's C converter and
 #: writes graphs ONNX Runtime 1.31 refuses to load.
 MIN_OPSET, MAX_OPSET = 18, 25
-BATCH_AXIS = "batch"
 EXPORTER = "torch.onnx.export(dynamo=True)"
 
 #: (graph kind, ops, precision) in export order; which are built follows ``dtypes`` and ``ops``.
@@ -64,8 +61,8 @@ def export_checkpoint(
     checkpoint_path: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
     *,
-    dtypes: Sequence[str] = DTYPES,
-    ops: Sequence[str] = OPS,
+    dtypes: Sequence[str] = PRECISIONS,
+    ops: Sequence[str] = EXPORT_OPS,
     opset: int = MIN_OPSET,
     batch_dim: str | int = "dynamic",
     force: bool = False,
@@ -97,23 +94,21 @@ def export_checkpoint(
     staging = _make_staging_dir(out_dir)
     try:
         programs: dict[str, torch.export.ExportedProgram] = {}
-        records = {}
         for kind, graph_ops, precision in graphs:
             report(f"export {GRAPH_FILES[kind]}")
             if precision not in programs:
                 programs[precision] = trace_denoiser(model, precision, fixed_batch)
-            path = staging / GRAPH_FILES[kind]
-            lower_program(programs[precision], graph_ops, opset, path)
-            records[kind] = {"file": path.name, "ops": graph_ops, "io_dtype": IO_DTYPES[precision]}
+            lower_program(programs[precision], graph_ops, opset, staging / GRAPH_FILES[kind])
 
         report("check graphs")
-        for record in records.values():
-            check_graph(staging / record["file"])
-            record.update(file_record(staging / record["file"]))
+        records = {}
+        for kind, graph_ops, precision in graphs:
+            path = staging / GRAPH_FILES[kind]
+            check_graph(path)
+            records[kind] = GraphRecord(path.name, graph_ops, IO_DTYPES[precision], **file_record(path))
 
         report("write manifest")
-        data = _manifest_data(checkpoint_path, checkpoint, opset, fixed_batch, records)
-        write_manifest(staging, data)
+        write_manifest(_manifest(staging, checkpoint_path, checkpoint, opset, fixed_batch, records))
         _move_into_place(staging, out_dir)
     except OSError as exc:
         raise OutputError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
@@ -135,10 +130,10 @@ def check_graph(path: Path) -> None:
 
 
 def _graphs_for(dtypes: Sequence[str], ops: Sequence[str]) -> list[tuple[str, str, str]]:
-    unknown = [d for d in dtypes if d not in DTYPES] + [o for o in ops if o not in OPS]
+    unknown = [d for d in dtypes if d not in PRECISIONS] + [o for o in ops if o not in EXPORT_OPS]
     if unknown:
         raise InvalidArgumentError(
-            f"unknown dtype/ops {', '.join(map(repr, unknown))}; dtypes: {', '.join(DTYPES)}; ops: {', '.join(OPS)}"
+            f"unknown dtype/ops {', '.join(map(repr, unknown))}; dtypes: {', '.join(PRECISIONS)}; ops: {', '.join(EXPORT_OPS)}"
         )
     graphs = [(kind, graph_ops, precision) for kind, graph_ops, precision in GRAPHS if graph_ops in ops and precision in dtypes]
     if not graphs:
@@ -309,13 +304,20 @@ def _package_version(name: str) -> str:
         return "not installed"
 
 
-def _manifest_data(checkpoint_path, checkpoint, opset, fixed_batch, records) -> dict[str, Any]:
-    config, schedule = checkpoint.config, checkpoint.schedule
-    batch = fixed_batch if fixed_batch is not None else BATCH_AXIS
-    image = [config.in_channels, config.image_size, config.image_size]
-    return {
-        "format": FORMAT,
-        "created_by": {
+def _manifest(export_dir: Path, checkpoint_path: Path, checkpoint, opset: int, fixed_batch: int | None,
+              graphs: dict[str, GraphRecord]) -> Manifest:
+    return new_manifest(
+        export_dir,
+        source=SourceRecord(
+            checkpoint=str(checkpoint_path),
+            sha256=checkpoint_sha256(checkpoint_path),
+            weights="ema" if checkpoint.ema is not None else "model",
+        ),
+        config=checkpoint.config,
+        schedule=checkpoint.schedule,
+        opset=opset,
+        graphs=graphs,
+        created_by={
             "vmddpm_deploy": __version__,
             "torch": torch.__version__,
             "onnx": onnx.__version__,
@@ -323,26 +325,5 @@ def _manifest_data(checkpoint_path, checkpoint, opset, fixed_batch, records) -> 
             "onnxruntime": _package_version("onnxruntime"),
             "exporter": EXPORTER,
         },
-        "source": {
-            "checkpoint": str(checkpoint_path),
-            "sha256": checkpoint_sha256(checkpoint_path),
-            "weights": "ema" if checkpoint.ema is not None else "model",
-        },
-        "model": config.to_dict(),
-        "schedule": {**schedule.to_dict(), "alphas_cumprod": schedule.alphas_cumprod.tolist()},
-        "opset": opset,
-        "custom_ops": {
-            "domain": CUSTOM_DOMAIN,
-            "plugin_namespace": PLUGIN_NAMESPACE,
-            "plugin_version": PLUGIN_VERSION,
-            "ops": CUSTOM_OP_ATTRIBUTES,
-        },
-        "inputs": [
-            {"name": "x", "dtype": "float32", "shape": [batch, *image]},
-            {"name": "t", "dtype": "int64", "shape": [batch]},
-        ],
-        "outputs": [{"name": "eps", "dtype": "float32", "shape": [batch, *image]}],
-        "graphs": records,
-        "engines": {},
-        "seeding": "per-sample counter RNG, see vmddpm_deploy/diffusion/noise.py",
-    }
+        fixed_batch=fixed_batch,
+    )

@@ -32,6 +32,7 @@ from onnxscript import FLOAT, ir, script
 from onnxscript import opset18 as op
 from onnxscript.values import Op, Opset
 
+from vmddpm_deploy.choices import EXPORT_OPS
 from vmddpm_deploy.errors import ExportError
 from vmddpm_deploy.export.manifest import (
     CUSTOM_DOMAIN,
@@ -40,7 +41,6 @@ from vmddpm_deploy.export.manifest import (
 )
 from vmddpm_deploy.ops.scan_orders import SCAN_ORDERS, scan_table
 
-OPS_KINDS = ("plugin", "portable")
 
 # ---------------------------------------------------------------------------------------------
 # Custom nodes (domain "vmddpm")
@@ -240,6 +240,6 @@ def translation_table(ops: str) -> dict[torch._ops.OpOverload, Callable]:
     elif ops == "portable":
         functions = (selective_scan_portable, cross_scan_portable, cross_merge_portable)
     else:
-        raise ValueError(f"ops must be one of {OPS_KINDS}, got {ops!r}")
+        raise ValueError(f"ops must be one of {EXPORT_OPS}, got {ops!r}")
     overloads = (vmddpm.selective_scan.default, vmddpm.cross_scan.default, vmddpm.cross_merge.default)
     return dict(zip(overloads, functions, strict=True))

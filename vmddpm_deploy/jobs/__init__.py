@@ -1,8 +1,10 @@
 """Sampling jobs: many images from one SRC, written to a directory that survives kills, split into
 shards for job arrays or Ray (docs/design.md section 4).
 
-:func:`run_sample_job` is what ``sample`` calls: the job is planned once (:mod:`.prepare`), then
-runs in this process or as Ray workers, with one progress callback and one summary schema.
+:func:`run_sample_job` is what ``sample`` and ``demo`` call: the job is planned once
+(:mod:`.prepare`), then runs in this process or as Ray workers, with one progress callback and
+one summary schema. Every image is made by :func:`.sampling.sample_shard` into an
+:class:`.output_dir.OutputDir`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from vmddpm_deploy.errors import InvalidArgumentError
+from vmddpm_deploy.jobs import sampling
+from vmddpm_deploy.jobs.output_dir import OutputDir
 from vmddpm_deploy.jobs.prepare import JobPlan, plan_job, prepare_job
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
 
-__all__ = ["JobPlan", "JobSettings", "Shard", "plan_job", "prepare_job", "run_sample_job"]
+__all__ = ["JobPlan", "JobSettings", "OutputDir", "Shard", "plan_job", "prepare_job", "run_sample_job"]
 
 
 def run_sample_job(
@@ -39,9 +43,9 @@ def run_sample_job(
     if ray is None:
         if workers is not None:
             raise InvalidArgumentError("--workers applies to --ray only")
-        job = prepare_job(plan, out, backend=backend, device=device, resume=resume)
+        output, denoiser, backend = prepare_job(plan, out, backend=backend, device=device, resume=resume)
         total = len(plan.settings.shard.indices(plan.settings.n))
-        done = float(total - len(job.output.todo))
+        done = float(total - len(output.todo))
         report(done, total)
 
         def on_step(images: float) -> None:
@@ -49,7 +53,8 @@ def run_sample_job(
             done += images
             report(done, total)
 
-        summary = job.run(on_step)
+        summary = sampling.sample_shard(output, denoiser, plan.make_sampler(), plan.image_shape, device, on_step)
+        summary |= {"backend": backend}
     else:
         from vmddpm_deploy.jobs.ray_workers import RayJob
 

@@ -1,4 +1,7 @@
-"""A sampling job on disk: which indices to make, where they go, and how to resume.
+"""A shard's output directory: which indices it still needs, where they go, and how to resume.
+
+It only knows disk state (settings, progress, writers, merge, temporaries); what fills it is
+:func:`vmddpm_deploy.jobs.sampling.sample_shard`.
 
 Layout of an output directory (one shard ``I/N`` of a job; ``N = 1`` without ``--shard``)::
 
@@ -20,22 +23,17 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from vmddpm_deploy import __version__
 from vmddpm_deploy.atomic_write import temporaries, write_atomic
-from vmddpm_deploy.diffusion import Denoiser, Sampler
+from vmddpm_deploy.choices import IMAGE_FORMATS
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
-from vmddpm_deploy.generation import CallTimer, generate
-from vmddpm_deploy.jobs.spec import JobSettings, job_summary, setting_difference
+from vmddpm_deploy.jobs.spec import JobSettings, setting_difference
 from vmddpm_deploy.outputs import (
     prepare_output_dir,
     sample_file_name,
@@ -44,7 +42,6 @@ from vmddpm_deploy.outputs import (
     write_npz,
     write_png16,
 )
-from vmddpm_deploy.runtime.batching import fit_batches
 
 #: /3: dpm-solver++ clips its x0 predictions to [-1, 1].
 PROGRESS_FORMAT = "vmddpm-deploy-samples/3"
@@ -59,27 +56,6 @@ _PART_NAME = re.compile(r"(\d+)-(\d+)\.npz")
 _SAMPLE_NAME = re.compile(r"(\d+)\.(?:png|nii\.gz)")
 
 
-@dataclass(frozen=True)
-class ImageFormat:
-    """How one ``--format`` lays a shard's images out on disk."""
-
-    suffix: str
-    #: True: one file per shard, merged from per-batch parts in .parts/ when the shard completes;
-    #: False: one file per sample, written as its batch finishes.
-    stacked: bool
-    description: str
-
-
-#: Every output format by its ``--format`` name: the one list of formats (the CLI derives its choices and help).
-IMAGE_FORMATS: dict[str, ImageFormat] = {
-    "png": ImageFormat(".png", stacked=False, description="one 16-bit PNG per sample"),
-    "npz": ImageFormat(".npz", stacked=True, description="one samples.npz"),
-    "nifti": ImageFormat(".nii.gz", stacked=False, description="one .nii.gz per sample"),
-    "nifti-volume": ImageFormat(
-        ".nii.gz", stacked=True,
-        description="one samples.nii.gz, samples stacked along z (uint16, header scales to [-1, 1])",
-    ),
-}
 
 
 def _read_progress(path: Path) -> dict[str, Any]:
@@ -107,7 +83,7 @@ def _recorded_settings(path: Path) -> dict[str, Any]:
     return _read_progress(path)["settings"]
 
 
-class SampleJob:
+class OutputDir:
     """The output directory of one shard: what is done, what is left, and the writers."""
 
     def __init__(self, out: Path, settings: JobSettings, resume: bool):
@@ -326,40 +302,3 @@ class SampleJob:
             "intensity": "stored uint16 v; value = v * scl_slope + scl_inter = v * 2/65535 - 1, the model's [-1, 1]",
         }
         return description, metadata
-
-    def run(
-        self,
-        denoiser: Denoiser,
-        sampler: Sampler,
-        image_shape: tuple[int, int, int],
-        device: str | torch.device = "cpu",
-        on_step: Callable[[float], None] | None = None,
-    ) -> dict[str, Any]:
-        """Make every image this shard still lacks; returns the timing summary it recorded.
-
-        Every batch has ``settings.batch_size`` rows (a short one is padded, and one below the
-        backend's minimum padded further). Sampling and writing overlap: batch k is encoded and
-        written by the writer thread while batch k+1 is denoised.
-        """
-        todo = self.todo
-        batch_size = self.settings.batch_size
-        timer = CallTimer(fit_batches(denoiser))
-        start = time.perf_counter()
-        try:
-            for indices, x0 in generate(
-                timer, sampler, self.settings.seed, todo, image_shape, batch_size, device, on_step
-            ):
-                self.submit(indices, x0.float().cpu().numpy())
-        finally:
-            self.close()  # also on Ctrl-C: finish the writes in flight, keep progress consistent
-        summary = job_summary(
-            images=len(todo),
-            already_done=len(self.settings.shard.indices(self.settings.n)) - len(todo),
-            seconds=time.perf_counter() - start,
-            denoiser_calls=timer.calls,
-            ms_per_denoiser_call=timer.ms_per_call,
-            batch_size=batch_size,
-            padded_rows=-len(todo) % batch_size,
-        )
-        self.finish(summary)
-        return summary

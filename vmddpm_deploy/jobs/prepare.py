@@ -2,15 +2,15 @@
 
 :func:`plan_job` is what a driver does before anything runs or is written (open and verify SRC,
 check the sampler settings); :func:`prepare_job` is what the process that samples does (load the
-denoiser, resolve the batch size, open the shard's output directory). ``sample`` runs both in
-one process; under Ray the driver plans and each worker prepares its own shard.
+denoiser, resolve the batch size, open the shard's output directory), before it hands both to
+:func:`vmddpm_deploy.jobs.sampling.sample_shard`. ``sample`` and ``demo`` run both in one
+process; under Ray the driver plans and each worker prepares its own shard.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from vmddpm_deploy.diffusion import Denoiser, Sampler, make_sampler
 from vmddpm_deploy.diffusion.schedule import check_steps
 from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
-from vmddpm_deploy.jobs.output_dir import SampleJob
+from vmddpm_deploy.jobs.output_dir import OutputDir
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
 from vmddpm_deploy.runtime.batching import resolve_batch_size
 from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, open_source, resolve_backend
@@ -49,15 +49,15 @@ class JobPlan:
 
 
 def plan_job(
-    source: str | os.PathLike, *, n: int, sampler: str, steps: int, eta: float, seed: int, image_format: str,
-    shard: Shard = Shard(), batch_size: int | None = None,
+    source: str | os.PathLike | DenoiserSource, *, n: int, sampler: str, steps: int, eta: float, seed: int,
+    image_format: str, shard: Shard = Shard(), batch_size: int | None = None,
     scheduler: tuple[str, dict[str, Any]] | None = None,
 ) -> JobPlan:
-    """Open ``source`` (checksums verified) and check the sampler settings: every error a job can
-    find without loading the model arrives here, before any file is written. ``batch_size`` None:
-    the backend's largest, resolved by :func:`prepare_job`. ``scheduler``: a diffusers scheduler's
-    class name and config, which replaces ``sampler``."""
-    opened = open_source(source)
+    """Open ``source`` (checksums verified; an already opened one is taken as it is) and check the
+    sampler settings: every error a job can find without loading the model arrives here, before
+    any file is written. ``batch_size`` None: the backend's largest, resolved by :func:`prepare_job`.
+    ``scheduler``: a diffusers scheduler's class name and config, which replaces ``sampler``."""
+    opened = source if isinstance(source, DenoiserSource) else open_source(source)
     spec = None
     if scheduler is not None:
         from vmddpm_deploy.diffusers import require_diffusers
@@ -77,32 +77,16 @@ def plan_job(
     return plan
 
 
-@dataclass
-class PreparedJob:
-    """One shard, ready to sample: its denoiser, sampler, batch size and output directory."""
-
-    plan: JobPlan
-    backend: str
-    device: str
-    denoiser: Denoiser
-    sampler: Sampler
-    output: SampleJob
-
-    def run(self, on_step: Callable[[float], None] | None = None) -> dict[str, Any]:
-        """Sample every image the shard lacks; the shard's summary (see :func:`job_summary`)."""
-        summary = self.output.run(self.denoiser, self.sampler, self.plan.image_shape, self.device, on_step)
-        return summary | {"backend": self.backend}
-
-
 def prepare_job(
     plan: JobPlan, out: Path, *, backend: str, device: str, resume: bool,
-) -> PreparedJob:
+) -> tuple[OutputDir, Denoiser, str]:
     """Load ``plan``'s denoiser on ``backend`` (``auto`` resolved here, where it runs) and open the
-    output directory of ``plan.settings.shard``.
+    output directory of ``plan.settings.shard``; returns the directory, the denoiser and the
+    backend's name.
 
     The batch size is resolved here, once (None: the backend's largest, never more than the job's
-    ``n``) and recorded in the job's settings; a size the backend refuses fails before the output
-    directory is touched. A Ray worker builds its plan from the SRC it opened on its own
+    ``n``) and recorded in the directory's settings; a size the backend refuses fails before the
+    output directory is touched. A Ray worker builds its plan from the SRC it opened on its own
     node and the driver's settings, so the sha256 check below catches a node that sees another file.
     """
     source = plan.source
@@ -114,6 +98,5 @@ def prepare_job(
     backend = resolve_backend(backend, source)
     denoiser = load_denoiser(source, backend, device)
     batch_size = resolve_batch_size(denoiser, plan.settings.batch_size, plan.settings.n)
-    plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, batch_size=batch_size))
-    output = SampleJob(Path(out), plan.settings, resume)
-    return PreparedJob(plan, backend, device, denoiser, plan.make_sampler(), output)
+    output = OutputDir(Path(out), dataclasses.replace(plan.settings, batch_size=batch_size), resume)
+    return output, denoiser, backend

@@ -102,7 +102,8 @@ class _Stopped(Exception):
 
 
 class ShardWorker:
-    """One shard of the job inside a Ray actor: its own denoiser and :class:`SampleJob`.
+    """One shard of the job inside a Ray actor: its own denoiser and :class:`OutputDir`, filled by
+    the same :func:`~vmddpm_deploy.jobs.sampling.sample_shard` as ``sample``.
 
     Runs with ``max_concurrency=2`` so that ``completed()`` and ``stop()`` are answered while
     ``run()`` samples.
@@ -129,12 +130,16 @@ class ShardWorker:
         if device == "cpu":
             torch.set_num_threads(threads)
         plan = JobPlan(open_source(source), settings)  # this node's SRC, the driver's settings
-        self._job = prepare_job(plan, Path(out), backend=backend, device=device, resume=resume)
-        self._completed = float(len(settings.shard.indices(settings.n)) - len(self._job.output.todo))
-        return self._completed, self._job.backend, self._job.plan.settings.batch_size
+        self._output, self._denoiser, self._backend = prepare_job(
+            plan, Path(out), backend=backend, device=device, resume=resume
+        )
+        self._sampler, self._image_shape, self._device = plan.make_sampler(), plan.image_shape, device
+        self._completed = float(len(settings.shard.indices(settings.n)) - len(self._output.todo))
+        return self._completed, self._backend, self._output.settings.batch_size
 
     def run(self) -> dict[str, Any] | None:
         """Sample every image the shard lacks; the shard's summary, or None when stopped."""
+        from vmddpm_deploy.jobs import sampling
 
         def on_step(images: float) -> None:
             if self._stop.is_set():
@@ -142,9 +147,12 @@ class ShardWorker:
             self._completed += images
 
         try:
-            return self._job.run(on_step)
+            summary = sampling.sample_shard(
+                self._output, self._denoiser, self._sampler, self._image_shape, self._device, on_step
+            )
         except _Stopped:
-            return None  # SampleJob.run finished the writes in flight: the directory is consistent
+            return None  # sample_shard finished the writes in flight: the directory is consistent
+        return summary | {"backend": self._backend}
 
     def completed(self) -> float:
         """Images done so far, fractional while a batch is being denoised."""

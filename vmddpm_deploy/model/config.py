@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from vmddpm_deploy.choices import DEFAULT_PRESET, DEFAULT_SCAN_ORDER
 from vmddpm_deploy.errors import ConfigError
 from vmddpm_deploy.ops.scan_orders import SCAN_ORDERS
 
@@ -23,7 +24,7 @@ class ModelConfig:
     channel_mult: tuple[int, ...] = (1, 2, 2)
     layers_per_level: int = 1  # SSLayers per encoder level (the decoder has one more)
     mid_layers: int = 1
-    scan_order: str = "regen"  # "cross" (VMamba) or "regen" (snake re-threading)
+    scan_order: str = DEFAULT_SCAN_ORDER  # "cross" (VMamba) or "regen" (snake re-threading)
     d_state: int = 16  # N of the selective scan
     ssm_ratio: float = 2.0  # SS2D inner width = ssm_ratio * channels
     dt_rank: int = 0  # 0 means ceil(channels / 16), VMamba's "auto"
@@ -82,8 +83,8 @@ class ModelConfig:
             raise ConfigError(f"invalid model config: {exc}") from None
 
 
-#: Named presets: the one list of them (docs/design.md section 1); the README lists parameters
-#: and GFLOPs of each.
+#: Named presets, one per name of ``choices.PRESET_NAMES`` (docs/design.md section 1); the README
+#: lists parameters and GFLOPs of each.
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(image_size=32, base_channels=48, channel_mult=(1, 2, 2)),
     "small": ModelConfig(image_size=64, base_channels=64, channel_mult=(1, 2, 2, 4)),
@@ -92,7 +93,7 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 #: The preset ``init`` and ``train`` start from when none is named.
-DEFAULT_PRESET_NAME = "tiny"
+DEFAULT_PRESET_NAME = DEFAULT_PRESET
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:

@@ -113,7 +113,7 @@ class SS2D(nn.Module):
         xs = cross_scan(x.contiguous(), self.scan_order)  # (batch, K, D, L)
         # Per-route projections as broadcast matmuls, (K, c, D) @ (batch, K, D, L) -> (batch, K, c, L):
         # the same sums as einsum("bkdl,kcd->bkcl"), which on CPU permutes and copies its operands
-        # first (5x slower at 32x32). x_proj -> (dt, B, C); dt_proj: (K, D, R) @ (batch, K, R, L).
+        # first (several times slower on CPU). x_proj -> (dt, B, C); dt_proj: (K, D, R) @ (batch, K, R, L).
         x_dbl = torch.matmul(self.x_proj_weight, xs)
         dts, Bs, Cs = torch.split(x_dbl, [r, n, n], dim=2)
         dts = torch.matmul(self.dt_projs_weight, dts)

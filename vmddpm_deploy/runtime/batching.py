@@ -16,9 +16,9 @@ import torch
 from vmddpm_deploy.diffusion import Denoiser
 from vmddpm_deploy.errors import InvalidArgumentError
 
-#: Images per call where the backend sets no limit. On the 2-core CPU machine the tiny preset's
-#: time per image falls from 55 ms at batch 1 to 44 ms at batch 16 (`vmddpm-deploy bench`), and
-#: larger batches only add memory.
+#: Images per call where the backend sets no limit: on the CPU the time per image stops falling
+#: around this size (README, "Sampling at scale", measured with `vmddpm-deploy bench`), and larger
+#: batches only add memory.
 DEFAULT_BATCH_SIZE = 16
 
 

@@ -23,12 +23,14 @@ import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 
 from vmddpm_deploy.checkpoint import Checkpoint, checkpoint_sha256, is_pretrained_directory, load_checkpoint
 from vmddpm_deploy.diffusion import Denoiser, NoiseSchedule
+from vmddpm_deploy.choices import CHECK_ONLY_BACKENDS, SAMPLING_BACKENDS
 from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.export.manifest import MANIFEST_NAME, Manifest, read_manifest
@@ -47,6 +49,19 @@ class DenoiserSource:
     sha256: str
     checkpoint: Checkpoint | None = None
     manifest: Manifest | None = None
+
+    @cached_property
+    def torch_checkpoint(self) -> Checkpoint | None:
+        """The checkpoint the torch backend runs: SRC itself, or the one an export was made from if
+        it is still where the manifest says, unchanged; None otherwise. Hashed and loaded at most
+        once per source, however many places ask (``auto``, then the backend it picked)."""
+        if self.checkpoint is not None or self.manifest is None:
+            return self.checkpoint
+        recorded = self.manifest.source
+        path = Path(recorded.checkpoint)
+        if not recorded.checkpoint or not path.exists() or checkpoint_sha256(path) != recorded.sha256:
+            return None
+        return load_checkpoint(path)
 
 
 def open_source(path: str | os.PathLike) -> DenoiserSource:
@@ -67,7 +82,7 @@ def open_source(path: str | os.PathLike) -> DenoiserSource:
 def _load_torch(source: DenoiserSource, device: str) -> Denoiser:
     from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 
-    checkpoint = source.checkpoint or source_checkpoint(source)
+    checkpoint = source.torch_checkpoint
     if checkpoint is None:
         raise InvalidArgumentError(
             f"the torch backend needs the checkpoint; {source.path} is an export directory whose source "
@@ -112,6 +127,7 @@ def _load_tensorrt(source: DenoiserSource, device: str) -> Denoiser:
     return load_tensorrt_denoiser(source.path, device, manifest=source.manifest)
 
 
+#: The loader of every backend, one per name of ``choices.BACKENDS``.
 BACKENDS: dict[str, Callable[[DenoiserSource, str], Denoiser]] = {
     "torch": _load_torch,
     "onnxruntime": _load_onnxruntime,
@@ -119,19 +135,6 @@ BACKENDS: dict[str, Callable[[DenoiserSource, str], Denoiser]] = {
     "reference-onnx-fp16": _reference_onnx("fp16"),
     "tensorrt": _load_tensorrt,
 }
-#: Backends that exist to cross-check graphs (``check``): onnx's ReferenceEvaluator is far too slow to sample with.
-CHECK_ONLY_BACKENDS = frozenset({"reference-onnx", "reference-onnx-fp16"})
-#: What ``sample``, ``demo`` and ``--backend`` accept: ``auto`` and every backend fit to sample with.
-SAMPLING_BACKENDS = ("auto", *(name for name in BACKENDS if name not in CHECK_ONLY_BACKENDS))
-
-
-def source_checkpoint(source: DenoiserSource) -> Checkpoint | None:
-    """The checkpoint an export was made from, if it is still where the manifest says, unchanged."""
-    recorded = (source.manifest.data.get("source") or {}) if source.manifest else {}
-    path = Path(recorded.get("checkpoint", ""))
-    if not recorded.get("checkpoint") or not path.exists() or checkpoint_sha256(path) != recorded.get("sha256"):
-        return None
-    return load_checkpoint(path)
 
 
 def tensorrt_runs_here(source: DenoiserSource) -> bool:
@@ -154,7 +157,7 @@ def resolve_backend(name: str, source: DenoiserSource) -> str:
         return name
     if tensorrt_runs_here(source):
         return "tensorrt"
-    if source.checkpoint is not None or source_checkpoint(source) is not None:
+    if source.torch_checkpoint is not None:
         return "torch"
     return "onnxruntime"
 

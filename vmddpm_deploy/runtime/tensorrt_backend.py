@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -34,7 +33,7 @@ from vmddpm_deploy.errors import (
     BackendUnavailableError,
     InvalidArgumentError,
 )
-from vmddpm_deploy.export.manifest import MANIFEST_NAME, Manifest, read_manifest
+from vmddpm_deploy.export.manifest import MANIFEST_NAME, EngineRecord, Manifest, read_manifest
 from vmddpm_deploy.runtime.batching import check_batch
 from vmddpm_deploy.tensorrt.engines import ENGINE_SUFFIX, select_engine
 from vmddpm_deploy.tensorrt.environment import cuda_gpu, import_tensorrt
@@ -158,24 +157,24 @@ class TensorRTDenoiser:
 
     name = "tensorrt"
 
-    def __init__(self, trt, manifest: Manifest, engine_name: str, entry: dict[str, Any], device: torch.device,
+    def __init__(self, trt, manifest: Manifest, engine_name: str, entry: EngineRecord, device: torch.device,
                  cuda_graphs: bool = True):
         self.trt, self.manifest, self.engine_name, self.entry = trt, manifest, engine_name, entry
         self.device, self.cuda_graphs = device, cuda_graphs
         self.logger = tensorrt_logger(trt)
         export_dir = manifest.export_dir
-        library = export_dir / entry["plugin_library"]
+        library = export_dir / entry.plugin_library
         if not library.is_file():
             raise ArtifactError(
                 f"{library} (the plugin library {engine_name} was built with) is missing; "
                 f"rebuild the engine with `vmddpm-deploy build-engine {export_dir}`"
             )
-        if sha256_file(library) != entry.get("plugin_library_sha256"):
+        if sha256_file(library) != entry.plugin_library_sha256:
             raise ArtifactError(
                 f"{library} is not the plugin library {engine_name} was built with (sha256 differs); "
                 f"rebuild the engine with `vmddpm-deploy build-engine {export_dir}`"
             )
-        load_plugin_library(trt, library, manifest.data["custom_ops"])
+        load_plugin_library(trt, library, manifest.custom_ops)
 
         with torch.cuda.device(device):
             self.runtime = trt.Runtime(self.logger)
@@ -186,19 +185,19 @@ class TensorRTDenoiser:
                     f"rebuild it with `vmddpm-deploy build-engine {export_dir}`"
                 )
             self.names = {
-                "x": manifest.data["inputs"][0]["name"],
-                "t": manifest.data["inputs"][1]["name"],
-                "eps": manifest.data["outputs"][0]["name"],
+                "x": manifest.inputs[0].name,
+                "t": manifest.inputs[1].name,
+                "eps": manifest.outputs[0].name,
             }
             engine_io = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
             if set(self.names.values()) != engine_io:
                 raise ArtifactError(f"{engine_name} has I/O {sorted(engine_io)}, the manifest says {sorted(self.names.values())}")
             self.dtypes = {role: _torch_dtype(trt, self.engine.get_tensor_dtype(name)) for role, name in self.names.items()}
-            self.image_shape = tuple(manifest.data["inputs"][0]["shape"][1:])
+            self.image_shape = manifest.image_shape
             size = getattr(self.engine, "device_memory_size_v2", None) or self.engine.device_memory_size
             self.activation_memory = torch.empty(max(int(size), 1), dtype=torch.uint8, device=device)
             self.stream = torch.cuda.Stream(device)
-        self.batch_range = (int(entry["min_batch"]), int(entry["max_batch"]))
+        self.batch_range = (entry.min_batch, entry.max_batch)
         self.runners: dict[int, _BatchRunner] = {}
         self.graph_status: dict[int, str] = {}
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from vmddpm_deploy.checkpoint import Checkpoint, build_model
+from vmddpm_deploy.choices import PRECISIONS
 from vmddpm_deploy.errors import InvalidArgumentError
-
-PRECISIONS = ("fp32", "fp16")
 
 
 class TorchDenoiser:

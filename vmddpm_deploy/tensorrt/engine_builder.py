@@ -3,7 +3,7 @@
 As in Polygraphy, the build is a chain of lazy loaders, each a callable that does its work when
 called and takes the previous step as a callable::
 
-    plugins = LoadPluginLibrary(trt, "libvmddpm_trt_plugins.so", manifest.data["custom_ops"])
+    plugins = LoadPluginLibrary(trt, "libvmddpm_trt_plugins.so", manifest.custom_ops)
     network = NetworkFromOnnxPath(trt, "exports/tiny/denoiser.fp16.onnx", plugins)
     config = CreateConfig(trt, {"x": (1, 32, 32), "t": ()}, BatchRange(1, 8, 32), timing_cache=path)
     plan = EngineBytesFromNetwork(trt, network, config, save_timing_cache=path)()
@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import Any
 
 from vmddpm_deploy.atomic_write import write_atomic
+from vmddpm_deploy.choices import PRECISIONS
 from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import (
     ArtifactError,
@@ -35,9 +36,8 @@ from vmddpm_deploy.errors import (
     InvalidArgumentError,
     OutputError,
 )
-from vmddpm_deploy.export.manifest import read_manifest
+from vmddpm_deploy.export.manifest import CustomOps, EngineRecord, read_manifest
 from vmddpm_deploy.tensorrt.engines import (
-    PRECISIONS,
     BatchRange,
     engine_file_name,
     record_engine,
@@ -56,7 +56,7 @@ from vmddpm_deploy.tensorrt.plugin_library import (
 class LoadPluginLibrary:
     """Loads the plugin library into TensorRT's registry (once per process) and checks its ops."""
 
-    def __init__(self, trt: ModuleType, path: Path, custom_ops: Mapping[str, Any]):
+    def __init__(self, trt: ModuleType, path: Path, custom_ops: CustomOps):
         self.trt, self.path, self.custom_ops = trt, Path(path), custom_ops
 
     def __call__(self) -> Path:
@@ -178,7 +178,7 @@ class EngineSettings:
 @dataclass(frozen=True)
 class BuiltEngine:
     path: Path
-    entry: dict[str, Any]
+    entry: EngineRecord
     seconds: float
     timing_cache: Path
     stale: list[str]  # engines recorded with a plugin library this build replaced
@@ -201,8 +201,7 @@ class EngineBuilder:
         settings = self.settings
         manifest = read_manifest(self.export_dir)
         onnx_path = manifest.graph_path(settings.precision)  # graph kinds are named after their precision
-        shapes = {entry["name"]: entry["shape"] for entry in manifest.data["inputs"]}
-        batch = settings.batch.fit(manifest.data["inputs"][0]["shape"][0])
+        batch = settings.batch.fit(manifest.batch_axis)
         if settings.timing_cache is not None and (settings.timing_cache.is_dir() or not settings.timing_cache.parent.is_dir()):
             raise OutputError(f"--timing-cache {settings.timing_cache} must be a file in an existing directory")
         trt = import_tensorrt()
@@ -215,10 +214,10 @@ class EngineBuilder:
         started = time.perf_counter()
         plan = EngineBytesFromNetwork(
             trt,
-            NetworkFromOnnxPath(trt, onnx_path, LoadPluginLibrary(trt, plugin_library, manifest.data["custom_ops"])),
+            NetworkFromOnnxPath(trt, onnx_path, LoadPluginLibrary(trt, plugin_library, manifest.custom_ops)),
             CreateConfig(
                 trt,
-                {input_name: tuple(shape[1:]) for input_name, shape in shapes.items()},
+                {spec.name: spec.shape[1:] for spec in manifest.inputs},
                 batch,
                 settings.workspace_mb,
                 timing_cache,
@@ -231,21 +230,10 @@ class EngineBuilder:
         write_atomic(plan_path, lambda handle: handle.write(plan))
         library_beside = copy_plugin_library(plugin_library, self.export_dir)
         entry = record_engine(
-            self.export_dir,
-            plan_path,
-            {
-                "graph": settings.precision,
-                "precision": settings.precision,
-                "min_batch": batch.min,
-                "opt_batch": batch.opt,
-                "max_batch": batch.max,
-                "tensorrt": trt.__version__,
-                "gpu": gpu.name,
-                "compute_capability": gpu.compute_capability,
-            },
-            library_beside,
+            self.export_dir, plan_path, precision=settings.precision, batch=batch, tensorrt_version=trt.__version__,
+            gpu=gpu, plugin_library=library_beside,
         )
-        stale = stale_engines(read_manifest(self.export_dir, verify=False), entry["plugin_library_sha256"])
+        stale = stale_engines(read_manifest(self.export_dir, verify=False), entry.plugin_library_sha256)
         return BuiltEngine(plan_path, entry, seconds, timing_cache, stale)
 
 

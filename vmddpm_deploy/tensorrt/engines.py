@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vmddpm_deploy.choices import PRECISIONS
 from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
 from vmddpm_deploy.export.manifest import (
+    EngineRecord,
     Manifest,
     file_record,
     read_manifest,
@@ -29,7 +31,6 @@ from vmddpm_deploy.export.manifest import (
 )
 from vmddpm_deploy.tensorrt.environment import Gpu, short_version
 
-PRECISIONS = ("fp32", "fp16")
 ENGINE_SUFFIX = ".plan"
 
 
@@ -74,7 +75,7 @@ def timing_cache_name(tensorrt_version: str, gpu: Gpu) -> str:
     return f"timing-cache.trt{short_version(tensorrt_version)}.{gpu.sm}.bin"
 
 
-def check_engine_runs_here(manifest: Manifest, name: str, tensorrt_version: str, gpu: Gpu) -> dict[str, Any]:
+def check_engine_runs_here(manifest: Manifest, name: str, tensorrt_version: str, gpu: Gpu) -> EngineRecord:
     """The manifest entry of plan ``name``, after checking it was built for this TensorRT and GPU."""
     entry = manifest.engines.get(name)
     if entry is None:
@@ -83,34 +84,34 @@ def check_engine_runs_here(manifest: Manifest, name: str, tensorrt_version: str,
             f"build engines with `vmddpm-deploy build-engine {manifest.export_dir}`"
         )
     rebuild = f"rebuild it here with `vmddpm-deploy build-engine {manifest.export_dir}{_precision_flag(entry)}`"
-    if entry.get("tensorrt") != tensorrt_version:
+    if entry.tensorrt != tensorrt_version:
         raise ArtifactError(
-            f"{name} was built with TensorRT {entry.get('tensorrt')}, this machine has TensorRT {tensorrt_version} "
+            f"{name} was built with TensorRT {entry.tensorrt}, this machine has TensorRT {tensorrt_version} "
             f"(a plan only loads into the version that built it); {rebuild}"
         )
-    if entry.get("compute_capability") != gpu.compute_capability:
+    if entry.compute_capability != gpu.compute_capability:
         raise ArtifactError(
-            f"{name} was built for a GPU of compute capability {entry.get('compute_capability')} "
-            f"({entry.get('gpu')}), this is {gpu.name} ({gpu.compute_capability}); {rebuild}"
+            f"{name} was built for a GPU of compute capability {entry.compute_capability} "
+            f"({entry.gpu}), this is {gpu.name} ({gpu.compute_capability}); {rebuild}"
         )
     return entry
 
 
 def select_engine(
     manifest: Manifest, tensorrt_version: str, gpu: Gpu, name: str | None = None, precision: str | None = None
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, EngineRecord]:
     """The plan to run: ``name`` if given, else the best one built for this TensorRT and GPU
-    (fp16 before fp32, then the widest batch range); ``precision`` ("fp32", "fp16") narrows the choice."""
+    (fp16 before fp32, then the widest batch range); ``precision`` (one of ``PRECISIONS``) narrows the choice."""
     if name is not None:
         entry = check_engine_runs_here(manifest, name, tensorrt_version, gpu)
-        if precision is not None and entry.get("precision") != precision:
-            raise InvalidArgumentError(f"{name} is an {entry.get('precision')} engine, not {precision}")
+        if precision is not None and entry.precision != precision:
+            raise InvalidArgumentError(f"{name} is an {entry.precision} engine, not {precision}")
         return name, entry
     usable = [
         (candidate, entry)
         for candidate, entry in manifest.engines.items()
-        if entry.get("tensorrt") == tensorrt_version and entry.get("compute_capability") == gpu.compute_capability
-        and precision in (None, entry.get("precision"))
+        if entry.tensorrt == tensorrt_version and entry.compute_capability == gpu.compute_capability
+        and precision in (None, entry.precision)
     ]
     if not usable:
         built = ", ".join(manifest.engines) or "none"
@@ -120,39 +121,44 @@ def select_engine(
             f"{manifest.export_dir} has no {kind} for TensorRT {tensorrt_version} on {gpu.name} ({gpu.sm}) "
             f"(engines: {built}); build one with `vmddpm-deploy build-engine {manifest.export_dir} {flag}`"
         )
-    usable.sort(key=lambda item: (item[1].get("precision") != "fp16", -item[1].get("max_batch", 0), item[0]))
+    usable.sort(key=lambda item: (item[1].precision != "fp16", -item[1].max_batch, item[0]))
     return usable[0]
 
 
-def record_engine(export_dir: Path, plan: Path, fields: dict[str, Any], plugin_library: Path) -> dict[str, Any]:
+def record_engine(
+    export_dir: Path, plan: Path, *, precision: str, batch: BatchRange, tensorrt_version: str, gpu: Gpu,
+    plugin_library: Path,
+) -> EngineRecord:
     """Add (or replace) ``plan``'s entry in ``export_dir/manifest.json``; returns the entry.
 
-    ``fields`` holds what the build knows (graph, precision, batch range, TensorRT, GPU); the
-    file identities (sha256, bytes, plugin library) are measured here from the files on disk.
-    The manifest is re-read just before it is rewritten (atomically), so entries another build
-    recorded meanwhile are kept.
+    The build says what it made (precision, batch range, TensorRT, GPU); the file identities
+    (sha256, bytes of the plan and of the plugin library) are measured here from the files on
+    disk. The manifest is re-read just before it is rewritten (atomically), so entries another
+    build recorded meanwhile are kept.
     """
-    manifest = read_manifest(export_dir, verify=False)
-    record = file_record(plan)
-    entry = {
-        **fields,
-        "sha256": record["sha256"],
-        "bytes": record["bytes"],
-        "plugin_library": plugin_library.name,
-        "plugin_library_sha256": file_record(plugin_library)["sha256"],
-    }
-    data = dict(manifest.data)
-    data["engines"] = {**manifest.engines, plan.name: entry}
-    write_manifest(export_dir, data)
+    record, library = file_record(plan), file_record(plugin_library)
+    entry = EngineRecord(
+        graph=precision,  # graph kinds are named after their precision
+        precision=precision,
+        min_batch=batch.min,
+        opt_batch=batch.opt,
+        max_batch=batch.max,
+        tensorrt=tensorrt_version,
+        gpu=gpu.name,
+        compute_capability=gpu.compute_capability,
+        sha256=record["sha256"],
+        bytes=record["bytes"],
+        plugin_library=plugin_library.name,
+        plugin_library_sha256=library["sha256"],
+    )
+    write_manifest(read_manifest(export_dir, verify=False).with_engine(plan.name, entry))
     return entry
 
 
 def stale_engines(manifest: Manifest, plugin_library_sha256: str) -> list[str]:
     """Engines recorded with another plugin library than the one now beside them."""
-    return sorted(
-        name for name, entry in manifest.engines.items() if entry.get("plugin_library_sha256") != plugin_library_sha256
-    )
+    return sorted(name for name, entry in manifest.engines.items() if entry.plugin_library_sha256 != plugin_library_sha256)
 
 
-def _precision_flag(entry: dict[str, Any]) -> str:
-    return " --fp16" if entry.get("precision") == "fp16" else ""
+def _precision_flag(entry: EngineRecord) -> str:
+    return " --fp16" if entry.precision == "fp16" else ""

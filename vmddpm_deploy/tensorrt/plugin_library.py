@@ -19,13 +19,15 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import vmddpm_deploy
 from vmddpm_deploy.errors import BackendUnavailableError
+
+if TYPE_CHECKING:  # the manifest module imports torch; the annotation needs only the name
+    from vmddpm_deploy.export.manifest import CustomOps
 
 ENV_VAR = "VMDDPM_TRT_PLUGIN_LIB"
 
@@ -71,11 +73,10 @@ def find_plugin_library(explicit: str | os.PathLike | None = None) -> Path:
     )
 
 
-def load_plugin_library(trt: ModuleType, path: Path, custom_ops: Mapping[str, Any]) -> None:
+def load_plugin_library(trt: ModuleType, path: Path, custom_ops: CustomOps) -> None:
     """Load ``path`` into TensorRT's plugin registry and check it provides every op the graph uses.
 
-    ``custom_ops`` is the manifest's ``custom_ops`` entry: the plugin namespace and version and the
-    op names. A library that loads but lacks one of them is from another vmddpm-deploy version.
+    ``custom_ops`` is the manifest's: the plugin namespace and version and the op names. A library that loads but lacks one of them is from another vmddpm-deploy version.
     """
     resolved = path.resolve()
     registry = trt.get_plugin_registry()
@@ -88,9 +89,8 @@ def load_plugin_library(trt: ModuleType, path: Path, custom_ops: Mapping[str, An
                     f"TensorRT version, or missing a dependency? see the TensorRT error above); {BUILD_HINT}"
                 )
             _loaded[resolved] = handle
-    version = str(custom_ops.get("plugin_version", "1"))
-    namespace = str(custom_ops.get("plugin_namespace", "vmddpm"))
-    missing = [op for op in custom_ops.get("ops", {}) if registry.get_creator(op, version, namespace) is None]
+    version, namespace = custom_ops.plugin_version, custom_ops.plugin_namespace
+    missing = [op for op in custom_ops.ops if registry.get_creator(op, version, namespace) is None]
     if missing:
         raise BackendUnavailableError(
             f"plugin library {path} does not provide {', '.join(missing)} (version {version}, namespace "

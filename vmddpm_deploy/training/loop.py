@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from vmddpm_deploy.atomic_write import remove_stale_temporaries, write_atomic
 from vmddpm_deploy.checkpoint import Checkpoint, init_checkpoint, save_checkpoint
 from vmddpm_deploy.data.batches import step_draws, stream_seed
-from vmddpm_deploy.data.dataset import ImageDataset
+from vmddpm_deploy.data.image_dataset import ImageDataset
 from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
 from vmddpm_deploy.errors import CheckpointError, ConfigError, DataError, InvalidArgumentError, OutputError
 from vmddpm_deploy.model import VMDDPM, ModelConfig
@@ -61,6 +61,7 @@ def train(
     *,
     device: str | torch.device = "cpu",
     resume: bool = False,
+    state: dict[str, Any] | None = None,
     force: bool = False,
     on_step: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -70,15 +71,19 @@ def train(
     ``dataset`` may be a loader ``image_size -> ImageDataset``, called once the run's settings
     are known to be valid, so a long data load never precedes a refusal. A new run needs
     ``config`` (and takes ``schedule`` or the default linear one); a resumed run reads both from
-    ``output``'s train state and refuses a different config, schedule, hyperparameter or
-    dataset. ``on_step(step, loss)`` runs after every step (1-based); ``should_stop()`` is
-    polled after every step and ends the run with a checkpoint.
+    ``output``'s train state (``state`` when the caller has read it already) and refuses a
+    different config, schedule, hyperparameter or dataset. ``on_step(step, loss)`` runs after
+    every step (1-based); ``should_stop()`` is polled after every step and ends the run with a
+    checkpoint.
     """
     output = Path(output)
     device = torch.device(device)
     if settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise InvalidArgumentError("--amp uses bfloat16, which this GPU does not support; drop --amp")
-    state = load_train_state(output) if resume else None
+    if not resume:
+        state = None
+    elif state is None:
+        state = load_train_state(output)
     if state is None:
         if config is None:
             raise InvalidArgumentError("a new training run needs a model config (--preset or --config)")

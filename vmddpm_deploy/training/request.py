@@ -24,7 +24,7 @@ from vmddpm_deploy.errors import ConfigError
 from vmddpm_deploy.model import ModelConfig, preset
 from vmddpm_deploy.model.config import DEFAULT_PRESET_NAME
 from vmddpm_deploy.training.loop import TrainResult, train
-from vmddpm_deploy.training.run_files import loss_log_path, saved_run
+from vmddpm_deploy.training.run_files import load_train_state, loss_log_path, saved_run
 from vmddpm_deploy.training.settings import TrainSettings
 
 DEFAULT_STEPS = 10000  # of a new run; a resumed run continues to its own total unless steps are given
@@ -108,7 +108,8 @@ def run_request(request: TrainRequest, progress: TrainProgress | None = None) ->
     """Train as ``request`` asks, reporting to ``progress``. While it runs, a first Ctrl-C (SIGINT)
     ends the run after the current step with a checkpoint; a second one interrupts at once."""
     progress = progress or TrainProgress()
-    settings, saved_config = request_settings(request)
+    state = load_train_state(request.output) if request.resume else None  # read once, for both uses below
+    settings, saved_config = request_settings(request, state)
     config = request_model_config(request, saved_config)
     schedule = NoiseSchedule(kind=request.schedule) if request.schedule is not None else None
     loaded: list[ImageDataset] = []
@@ -132,18 +133,18 @@ def run_request(request: TrainRequest, progress: TrainProgress | None = None) ->
         try:
             result = train(
                 load, request.output, settings, config, schedule, device=request.device, resume=request.resume,
-                force=request.force, on_step=on_step, should_stop=stop_was_requested,
+                state=state, force=request.force, on_step=on_step, should_stop=stop_was_requested,
             )
         finally:
             progress.training_ended()
     return TrainReport(request.output, result, settings, request.device, len(loaded[0]))
 
 
-def request_settings(request: TrainRequest) -> tuple[TrainSettings, ModelConfig | None]:
+def request_settings(request: TrainRequest, state: dict[str, Any] | None) -> tuple[TrainSettings, ModelConfig | None]:
     """The settings a request trains with and, under ``resume``, the run's model config: the given
-    settings over the run's own (``resume``) or over the defaults."""
+    settings over the run's own (``state``, the run's train state) or over the defaults."""
     given = {name: value for name, value in request.given_settings.items() if value is not None}
-    base, saved_config = saved_run(request.output) if request.resume else ({"steps": DEFAULT_STEPS}, None)
+    base, saved_config = saved_run(request.output, state) if state is not None else ({"steps": DEFAULT_STEPS}, None)
     return TrainSettings(**(base | given)), saved_config
 
 

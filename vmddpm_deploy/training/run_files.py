@@ -26,10 +26,10 @@ def samples_dir(output: Path) -> Path:
 
 
 
-def saved_run(output: Path) -> tuple[dict[str, Any], ModelConfig]:
-    """The settings and model config in ``output``'s train state, so ``--resume`` need not repeat them."""
+def saved_run(output: Path, state: dict[str, Any]) -> tuple[dict[str, Any], ModelConfig]:
+    """The settings and model config in ``state`` (``output``'s train state, read by
+    :func:`load_train_state`), so ``--resume`` need not repeat them."""
     path = train_state_path(Path(output))
-    state = load_train_state(Path(output))
     try:
         return dict(state["settings"]), ModelConfig.from_dict(state["config"])
     except (ConfigError, KeyError, TypeError) as exc:

@@ -138,7 +138,7 @@ def test_kill_9_during_a_checkpoint_write_then_resume_follows_the_same_loss_curv
     run = ("--data", "bundled", "--config", config, "--steps", 3, "--checkpoint-every", 1, "--batch-size", 2,
            "--device", "cpu", "--quiet")
 
-    runner, root = Path(__file__).parent / "train_kill_runner.py", Path(__file__).parents[1]
+    runner, root = Path(__file__).parents[1] / "train_kill_runner.py", Path(__file__).parents[2]
 
     def train_command(pause: int, *args) -> list[str]:  # every run in a fresh process, as a user runs them
         return [sys.executable, str(runner), str(pause), str(marker), "train", *map(str, args)]

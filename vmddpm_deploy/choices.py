@@ -1,0 +1,69 @@
+"""Every name list a user chooses from, defined once and importable without torch.
+
+The command line builds its option enums and help texts from these lists, so ``vmddpm-deploy
+--help`` answers without loading torch. The registries that act on the names (``PRESETS``,
+``ops.scan_orders``, ``SAMPLERS``, ``BACKENDS``, the schedule and precision checks) live beside
+their torch code; ``tests/test_choices.py`` holds each registry equal to its list here, so a new
+sampler, scan order or backend is added in both places or the tests fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Model presets (``model/config.py`` ``PRESETS``) and the one ``init`` / ``train`` start from.
+PRESET_NAMES: tuple[str, ...] = ("tiny", "small", "base", "large")
+DEFAULT_PRESET = "tiny"
+
+#: Scan orders (``ops/scan_orders.py`` tables); the default is ``ModelConfig.scan_order``'s.
+SCAN_ORDERS: tuple[str, ...] = ("cross", "regen")
+DEFAULT_SCAN_ORDER = "regen"
+
+#: Noise schedules (``diffusion/schedule.py``); the default is ``NoiseSchedule.kind``'s.
+SCHEDULE_KINDS: tuple[str, ...] = ("linear", "cosine")
+DEFAULT_SCHEDULE_KIND = "linear"
+
+#: Where a sampler's timesteps sit among the training timesteps (``spaced_timesteps``).
+TIMESTEP_SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace")
+
+#: Samplers (``diffusion/reverse_process.py`` ``SAMPLERS``). The default sampler and step count
+#: are the fewest denoiser calls that keep DDIM 50's quality on the bundled model: README,
+#: "Fast sampling at equal quality", measured with ``benchmarks/bench_quality.py``.
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm-solver++")
+DEFAULT_SAMPLER = "ddim"
+DEFAULT_STEPS = 20
+
+#: Denoiser backends (``runtime/source.py`` ``BACKENDS``); the reference-onnx ones only check
+#: graphs (``check``), onnx's ReferenceEvaluator being far too slow to sample with.
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "reference-onnx", "reference-onnx-fp16", "tensorrt")
+CHECK_ONLY_BACKENDS: frozenset[str] = frozenset({"reference-onnx", "reference-onnx-fp16"})
+#: What ``sample`` and ``--backend`` accept: ``auto`` and every backend fit to sample with.
+SAMPLING_BACKENDS: tuple[str, ...] = ("auto", *(name for name in BACKENDS if name not in CHECK_ONLY_BACKENDS))
+
+#: Precisions of exported graphs, TensorRT engines and the torch backend.
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+#: How an exported graph runs the vmddpm ops: custom nodes (TensorRT plugins) or standard ONNX ops.
+EXPORT_OPS: tuple[str, ...] = ("plugin", "portable")
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """How one ``--format`` lays a shard's images out on disk."""
+
+    suffix: str
+    #: True: one file per shard, merged from per-batch parts in .parts/ when the shard completes;
+    #: False: one file per sample, written as its batch finishes.
+    stacked: bool
+    description: str
+
+
+#: Every output format by its ``--format`` name (``jobs/output_dir.py`` writes them).
+IMAGE_FORMATS: dict[str, ImageFormat] = {
+    "png": ImageFormat(".png", stacked=False, description="one 16-bit PNG per sample"),
+    "npz": ImageFormat(".npz", stacked=True, description="one samples.npz"),
+    "nifti": ImageFormat(".nii.gz", stacked=False, description="one .nii.gz per sample"),
+    "nifti-volume": ImageFormat(
+        ".nii.gz", stacked=True,
+        description="one samples.nii.gz, samples stacked along z (uint16, header scales to [-1, 1])",
+    ),
+}
