@@ -23,13 +23,14 @@ DEFAULT_SCAN_ORDER = "regen"
 SCHEDULE_KINDS: tuple[str, ...] = ("linear", "cosine")
 DEFAULT_SCHEDULE_KIND = "linear"
 
-#: Where a sampler's timesteps sit among the training timesteps (``spaced_timesteps``).
-TIMESTEP_SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace")
+#: Where a sampler's timesteps sit among the training timesteps (``inference_timesteps``): on a
+#: grid over T (``GRID_SPACINGS``) or by noise level (``NOISE_LEVEL_SPACINGS``).
+TIMESTEP_SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace", "quadratic", "logsnr", "karras")
 
 #: Samplers (``diffusion/reverse_process.py`` ``SAMPLERS``). The default sampler and step count
 #: are the fewest denoiser calls that keep DDIM 50's quality on the bundled model: README,
 #: "Fast sampling at equal quality", measured with ``benchmarks/bench_quality.py``.
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm-solver++")
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "ddim-ab2", "ddim-ab3", "dpm-solver++")
 DEFAULT_SAMPLER = "ddim"
 DEFAULT_STEPS = 20
 
