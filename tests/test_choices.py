@@ -57,7 +57,8 @@ def test_default_steps_make_a_sampler():
 
 def test_precisions_are_what_the_torch_backend_takes(micro_config):
     checkpoint = init_checkpoint(micro_config, NoiseSchedule())
-    for precision in choices.PRECISIONS:
+    assert set(choices.SAMPLING_PRECISIONS) - {"auto"} <= set(choices.TORCH_PRECISIONS)
+    for precision in choices.TORCH_PRECISIONS:
         assert TorchDenoiser(checkpoint, precision=precision).precision == precision
     with pytest.raises(InvalidArgumentError):
         TorchDenoiser(checkpoint, precision="int8")
