@@ -250,9 +250,10 @@ def test_a_merged_file_without_its_progress_file_is_never_taken_for_this_runs(tm
     [
         ({"format": "vmddpm-deploy-samples/1", "settings": {}, "done": []}, "older vmddpm-deploy, whose images depended"),
         ({"format": "vmddpm-deploy-samples/2", "settings": {}, "done": []}, "older vmddpm-deploy, whose dpm-solver++"),
-        ({"format": "vmddpm-deploy-samples/3", "settings": {}, "done": ["a"]}, "no list of done indices"),
-        ({"format": "vmddpm-deploy-samples/3", "done": [0]}, "no settings"),
-        ([1, 2], "is not a vmddpm-deploy-samples/3 progress file"),
+        ({"format": "vmddpm-deploy-samples/3", "settings": {}, "done": []}, "older vmddpm-deploy, whose settings did"),
+        ({"format": "vmddpm-deploy-samples/4", "settings": {}, "done": ["a"]}, "no list of done indices"),
+        ({"format": "vmddpm-deploy-samples/4", "done": [0]}, "no settings"),
+        ([1, 2], "is not a vmddpm-deploy-samples/4 progress file"),
     ],
 )
 def test_unusable_progress_files_are_one_line(tmp_path, progress, phrase):

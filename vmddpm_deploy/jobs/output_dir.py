@@ -43,12 +43,13 @@ from vmddpm_deploy.outputs import (
     write_png16,
 )
 
-#: /3: dpm-solver++ clips its x0 predictions to [-1, 1].
-PROGRESS_FORMAT = "vmddpm-deploy-samples/3"
+#: /4: the settings record the timestep spacing and the precision.
+PROGRESS_FORMAT = "vmddpm-deploy-samples/4"
 #: Earlier formats, with what made their images differ; a run started under one is not continued.
 _OLDER_PROGRESS_FORMATS = {
     "vmddpm-deploy-samples/1": "whose images depended on how batches were composed",
     "vmddpm-deploy-samples/2": "whose dpm-solver++ did not clip its x0 predictions",
+    "vmddpm-deploy-samples/3": "whose settings did not record the timestep spacing and precision",
 }
 #: ``.parts/FIRST-LAST.npz``: one batch of a stacked format, named after its first and last index.
 _PART_NAME = re.compile(r"(\d+)-(\d+)\.npz")
