@@ -271,3 +271,12 @@ def test_a_shard_with_another_seed_is_refused_and_other_json_files_are_ignored(t
     with pytest.raises(InvalidArgumentError, match=r"seed 11 \(progress.shard-0-of-2.json\), this one would use 12"):
         OutputDir(tmp_path / "o", other_seed, resume=False)
     assert OutputDir(tmp_path / "o", settings(n=4, shard=Shard(1, 2)), resume=False).todo == [1, 3]
+
+
+def test_a_job_records_only_a_resolved_precision(tmp_path):
+    import dataclasses
+
+    unresolved = dataclasses.replace(settings(), precision="auto")
+    with pytest.raises(InvalidArgumentError, match="precision must be resolved"):
+        OutputDir(tmp_path / "o", unresolved, resume=False)
+    assert not (tmp_path / "o").exists()

@@ -12,11 +12,15 @@ from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 from tests.runtime.conftest import MICRO
 
 
-def test_fp16_policy_tracks_fp32_within_the_fp16_tolerance():
+def checkpoint_inputs_and_fp32_eps():
     checkpoint = init_checkpoint(MICRO, NoiseSchedule(), seed=1)
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     t = torch.tensor([0, 400, 999])
-    fp32 = TorchDenoiser(checkpoint)(x, t)
+    return checkpoint, x, t, TorchDenoiser(checkpoint)(x, t)
+
+
+def test_fp16_policy_tracks_fp32_within_the_fp16_tolerance():
+    checkpoint, x, t, fp32 = checkpoint_inputs_and_fp32_eps()
     half = TorchDenoiser(checkpoint, precision="fp16")
     eps = half(x, t)
     assert eps.dtype == torch.float32 and eps.shape == x.shape  # eps in x's dtype
@@ -29,10 +33,7 @@ def test_fp16_policy_tracks_fp32_within_the_fp16_tolerance():
 
 
 def test_bf16_autocast_tracks_fp32_within_the_bf16_tolerance():
-    checkpoint = init_checkpoint(MICRO, NoiseSchedule(), seed=1)
-    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
-    t = torch.tensor([0, 400, 999])
-    fp32 = TorchDenoiser(checkpoint)(x, t)
+    checkpoint, x, t, fp32 = checkpoint_inputs_and_fp32_eps()
     bf16 = TorchDenoiser(checkpoint, precision="bf16")
     eps = bf16(x, t)
     assert eps.dtype == torch.float32 and eps.is_contiguous() and eps.shape == x.shape

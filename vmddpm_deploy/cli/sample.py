@@ -106,7 +106,8 @@ def sample(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar; print one JSON summary line.")] = False,
 ) -> None:
-    """Generate images with DDPM, DDIM, DPM-Solver++ or a diffusers scheduler; write 16-bit PNG, NPZ or NIfTI.
+    """Generate images with DDPM, DDIM, multistep DDIM (ddim-ab2 / ddim-ab3), DPM-Solver++ or a diffusers
+    scheduler; write 16-bit PNG, NPZ or NIfTI.
 
     At one --batch-size, sample i is the same file byte for byte whatever the --shard split,
     resume point or Ray workers: its noise comes from (seed, i) alone and every batch is padded

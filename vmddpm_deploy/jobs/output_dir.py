@@ -92,6 +92,8 @@ class OutputDir:
             raise InvalidArgumentError(f"unknown image format {settings.image_format!r}")
         if settings.batch_size is None or settings.batch_size < 1:
             raise InvalidArgumentError(f"a job's batch size must be resolved to >= 1, got {settings.batch_size!r}")
+        if settings.precision == "auto":
+            raise InvalidArgumentError("a job's precision must be resolved (fp32 or bf16) before it writes, got auto")
         self.out = out
         self.settings = settings
         self._format = IMAGE_FORMATS[settings.image_format]
