@@ -63,7 +63,7 @@ def sample(
         Precision,
         typer.Option(
             help="Arithmetic of the torch backend: fp32, or bf16 (autocast; the CPU path, fast where the CPU "
-            "has native bf16). auto: fp32 for now (README \"Fast sampling at equal quality\" says why)."
+            "has native bf16). auto: fp32 for now (README \"Fewer calls and bf16 on the CPU\" says why)."
         ),
     ] = Precision("auto"),
     batch_size: Annotated[

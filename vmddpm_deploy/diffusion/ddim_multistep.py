@@ -19,8 +19,8 @@ Unclipped, this is Liu et al.'s transfer function (their eq. 9 equals DDIM's upd
 the PLMS eps, i.e. diffusers' PNDMScheduler(skip_prk_steps=True) from its third call on; diffusers
 starts with a pseudo improved Euler step that costs one extra denoiser call instead of the lower
 orders. Clipping x0 predicted from the combined eps and keeping the combined eps in the direction
-term is DDIM's rule; recomputing eps from the clipped x0 instead (what thresholded DPM-Solver++
-does) scored worse on the bundled model (README "Fast sampling at equal quality").
+term is DDIM's rule (``use_clipped_model_output=False`` in diffusers), kept so that order 1 is
+exactly our DDIM; recomputing eps from the clipped x0 is what thresholded DPM-Solver++ does instead.
 
 The previous eps travel in the ``history`` :func:`~vmddpm_deploy.diffusion.reverse_process.run_sampler`
 threads through the steps (oldest first), so one sampler object serves concurrent runs.

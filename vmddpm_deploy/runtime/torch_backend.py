@@ -12,7 +12,7 @@ from vmddpm_deploy.choices import TORCH_PRECISIONS
 from vmddpm_deploy.errors import InvalidArgumentError
 
 #: Whether ``--precision auto`` picks bf16 on a CPU with native bf16. It stays False until the
-#: quality grid (benchmarks/bench_quality.py, README "Fast sampling at equal quality") shows bf16
+#: quality grid (benchmarks/bench_quality.py, README "Fewer calls and bf16 on the CPU") shows bf16
 #: samples equal to fp32's on two seeds.
 AUTO_PICKS_BF16 = False
 #: /proc/cpuinfo flags of CPUs whose bf16 matrix products run natively (oneDNN uses them).
