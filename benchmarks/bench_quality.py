@@ -2,8 +2,14 @@
 samplers beside diffusers' own schedulers driving the same model's eps.
 
     python benchmarks/bench_quality.py [--out benchmarks/results/quality] [--n 321]
-        [--nfe 5,10,20,50,100] [--seeds 0,1] [--rows ddim,dpm-solver++,diffusers-unipc,...]
+        [--nfe 5,6,8,10,12,20,50,100] [--seeds 0,1] [--rows ddim,ddim-ab2-quadratic,ddim-ab2-quadratic-bf16,...]
         [--checkpoint vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.safetensors] [--real bundled:train]
+
+Rows: our samplers at their defaults, diffusers' schedulers, and ``SAMPLER-SPACING[-bf16]`` for
+the deterministic samplers (ddim, ddim-ab2, ddim-ab3, dpm-solver++) at each noise-level placement
+(quadratic, logsnr, karras; the multistep ones at leading too), in fp32 and under the torch
+backend's bf16 autocast. A (row, NFE) whose placement repeats timesteps at that NFE (quadratic
+beyond 29 steps) has no cell and is reported as such.
 
 Every cell (row, NFE, seed) samples ``--n`` images through ``sample``'s own loop
 (:func:`vmddpm_deploy.jobs.sampling.sample_shard`, an npz shard in ``OUT/samples/CELL/``), so every
@@ -38,6 +44,7 @@ import numpy as np
 
 from vmddpm_deploy.atomic_write import write_atomic
 from vmddpm_deploy.diffusion import DPMSolverPP2MSampler, NoiseSchedule, make_sampler
+from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.evaluation.image_sets import ImageSet, images_to_uint8, open_image_set
 from vmddpm_deploy.evaluation.inception import InceptionFeatureExtractor
 from vmddpm_deploy.evaluation.metrics import evaluate_sets
@@ -47,7 +54,7 @@ from vmddpm_deploy.jobs.spec import JobSettings, Shard
 from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, open_source
 
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parents[1] / "vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.safetensors"
-DEFAULT_NFE = (5, 10, 20, 50, 100)
+DEFAULT_NFE = (5, 6, 8, 10, 12, 20, 50, 100)
 
 
 def _diffusers(class_name: str, **options) -> Callable[[NoiseSchedule, int], object]:
@@ -59,7 +66,7 @@ def _diffusers(class_name: str, **options) -> Callable[[NoiseSchedule, int], obj
     return make
 
 
-def _ours(name: str, **options) -> Callable[[NoiseSchedule, int], object]:
+def _ours(name: str, **options) -> Callable[[NoiseSchedule, int], object]:  # options: make_sampler's
     return lambda schedule, steps: make_sampler(name, schedule, steps, **options)
 
 
@@ -68,6 +75,35 @@ class Row:
     label: str
     implementation: str  # "ours" or "diffusers"
     make: Callable[[NoiseSchedule, int], object]
+    precision: str = "fp32"  # the torch backend's (sample --precision)
+
+
+#: The deterministic samplers the placement rows cross with, and their labels.
+PLACEMENT_SAMPLERS = {
+    "ddim": "DDIM (eta 0, x0 clipped)",
+    "ddim-ab2": "multistep DDIM, AB2 eps (x0 clipped)",
+    "ddim-ab3": "multistep DDIM, AB3 eps (x0 clipped)",
+    "dpm-solver++": "DPM-Solver++(2M) (x0 clipped)",
+}
+#: Placements crossed with them: the noise-level ones, and multistep DDIM's default grid.
+PLACEMENT_SPACINGS = ("quadratic", "logsnr", "karras")
+
+
+def placement_rows() -> dict[str, Row]:
+    """``SAMPLER-SPACING`` rows (and ``-bf16`` twins) for every sampler x placement, plus the
+    multistep samplers at their default ``leading`` and the bf16 twins of our default rows."""
+    rows = {}
+    for sampler, label in PLACEMENT_SAMPLERS.items():
+        spacings = (*PLACEMENT_SPACINGS, "leading") if sampler.startswith("ddim-ab") else PLACEMENT_SPACINGS
+        for spacing in spacings:
+            for precision in ("fp32", "bf16"):
+                name = f"{sampler}-{spacing}" + ("-bf16" if precision == "bf16" else "")
+                rows[name] = Row(
+                    f"{label}, {spacing}, {precision}", "ours", _ours(sampler, spacing=spacing), precision
+                )
+    for sampler in ("ddim", "dpm-solver++"):
+        rows[f"{sampler}-bf16"] = Row(f"{ROWS[sampler].label}, bf16", "ours", ROWS[sampler].make, "bf16")
+    return rows
 
 
 #: Every row by name. Ours first, then diffusers' with its defaults, then its variants.
@@ -93,6 +129,7 @@ ROWS: dict[str, Row] = {
     ),
     "diffusers-unipc": Row("UniPCMultistepScheduler (defaults, bh2)", "diffusers", _diffusers("UniPCMultistepScheduler")),
 }
+ROWS |= placement_rows()
 
 
 def cell_path(out: Path, row: str, nfe: int, seed: int) -> Path:
@@ -100,14 +137,14 @@ def cell_path(out: Path, row: str, nfe: int, seed: int) -> Path:
 
 
 def run_cell(row: str, nfe: int, seed: int, n: int, batch_size: int, source: DenoiserSource, denoiser,
-             extractor, real_set: ImageSet, out: Path) -> dict:
+             extractor, real_set: ImageSet, out: Path, sampler) -> dict:
     """Sample one cell into ``OUT/samples/ROW_nfeNFE_seedSEED/`` through ``sample``'s own loop (an
     npz shard; a cell without its JSON is made again from the start) and score it."""
-    sampler = ROWS[row].make(source.schedule, nfe)
     assert len(sampler.timesteps) == nfe, f"{row} at {nfe} steps makes {len(sampler.timesteps)} calls"
     config = source.config
     image_shape = (config.in_channels, config.image_size, config.image_size)
-    settings = JobSettings(source.sha256, n, row, nfe, 0.0, seed, "npz", Shard(), batch_size)
+    settings = JobSettings(source.sha256, n, row, nfe, 0.0, seed, "npz", Shard(), batch_size,
+                           precision=ROWS[row].precision)
     samples_dir = out / "samples" / cell_path(out, row, nfe, seed).stem
     shutil.rmtree(samples_dir, ignore_errors=True)  # an interrupted cell's samples: its timing is lost, redo it
     run = sampling.sample_shard(OutputDir(samples_dir, settings, resume=False), denoiser, sampler, image_shape)
@@ -118,7 +155,8 @@ def run_cell(row: str, nfe: int, seed: int, n: int, batch_size: int, source: Den
     scores = evaluate_sets(generated, real_set, ("fid", "kid"), extractor=extractor)
     return {
         "row": row, "label": ROWS[row].label, "implementation": ROWS[row].implementation,
-        "nfe": nfe, "denoiser_calls_per_batch": run["denoiser_calls"] // math.ceil(n / batch_size), "seed": seed,
+        "nfe": nfe, "precision": ROWS[row].precision, "timesteps": list(sampler.timesteps),
+        "denoiser_calls_per_batch": run["denoiser_calls"] // math.ceil(n / batch_size), "seed": seed,
         "n": n, "batch_size": batch_size, "fid": scores.fid, "kid": scores.kid, "kid_std": scores.kid_std,
         "seconds_per_image": run["seconds"] / n, "sampling_seconds": run["seconds"],
     }
@@ -211,7 +249,7 @@ def main() -> None:
 
     if not args.report_only:
         source = open_source(args.checkpoint)
-        denoiser = load_denoiser(source, "torch")
+        denoisers: dict[str, object] = {}  # one model per precision, loaded when a row first needs it
         extractor = InceptionFeatureExtractor()
         real_set = open_image_set(args.real, size_hint=source.config.image_size)
         for nfe in nfes:
@@ -220,8 +258,16 @@ def main() -> None:
                     path = cell_path(args.out, row, nfe, seed)
                     if path.exists():
                         continue
-                    cell = run_cell(row, nfe, seed, args.n, args.batch_size, source, denoiser, extractor, real_set,
-                                    args.out)
+                    try:
+                        sampler = ROWS[row].make(source.schedule, nfe)
+                    except InvalidArgumentError as exc:  # e.g. quadratic spacing repeats timesteps at 50
+                        print(f"{row:32s} NFE {nfe:4d}: no cell ({exc})", flush=True)
+                        continue
+                    precision = ROWS[row].precision
+                    if precision not in denoisers:
+                        denoisers[precision] = load_denoiser(source, "torch", precision=precision)
+                    cell = run_cell(row, nfe, seed, args.n, args.batch_size, source, denoisers[precision], extractor,
+                                    real_set, args.out, sampler)
                     cell["real"] = args.real
                     cell["checkpoint"] = Path(args.checkpoint).name
                     write_atomic(path, lambda handle: handle.write(json.dumps(cell, indent=1).encode()))

@@ -17,7 +17,9 @@ from tests.ops.test_reference import random_scan_inputs
 runner = CliRunner()
 
 
-def test_bench_writes_rows_for_every_backend_and_batch(tmp_path, micro_ckpt):
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_bench_writes_rows_for_every_backend_and_batch(tmp_path, micro_ckpt, monkeypatch, native_bf16):
+    monkeypatch.setattr("vmddpm_deploy.benchmark.cpu_has_native_bf16", lambda: native_bf16)
     out = tmp_path / "bench.json"
     result = runner.invoke(
         app, ["bench", str(micro_ckpt), "--batch-sizes", "1,2", "--iters", "2", "--warmup", "0", "--steps", "5", "--json", str(out)]
@@ -26,12 +28,12 @@ def test_bench_writes_rows_for_every_backend_and_batch(tmp_path, micro_ckpt):
     payload = json.loads(out.read_text())
     assert payload["baseline"] == "torch-reference" and payload["steps"] == 5
     rows = payload["rows"]
-    assert sorted((r["backend"], r["batch"]) for r in rows) == sorted(
-        (b, n) for b in ("torch", "torch-reference", "scan-free") for n in (1, 2)
-    )
+    default = ("torch", "torch-bf16", "torch-reference", "scan-free") if native_bf16 else (
+        "torch", "torch-reference", "scan-free")
+    assert sorted((r["backend"], r["batch"]) for r in rows) == sorted((b, n) for b in default for n in (1, 2))
     for row in rows:
         assert 0 < row["median_ms"] <= row["p90_ms"] <= row["p99_ms"]
-        assert row["iters"] == 2 and row["peak_memory_mb"] > 0
+        assert row["iters"] == 2 and row["peak_memory_mb"] > 0 and row["first_call_seconds"] > 0
         expected_ips = row["batch"] / (5 * (row["median_ms"] + row["sampler_step_ms"]) / 1000)
         assert row["images_per_second"] == pytest.approx(expected_ips)
     for row in rows:
@@ -103,6 +105,16 @@ def test_timed_calls_go_round_robin_over_the_rows_after_each_rows_warmup():
     targets = [BenchTarget("a", recording("a")), BenchTarget("b", recording("b"))]
     sampler = make_sampler("ddim", NoiseSchedule(), 5)
     rows = run_bench(targets, (1, 4, 4), [2], sampler, warmup=2, iters=3, baseline="a")
-    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["a", "b"] * 3  # first call, warm-up, then round robin
     assert [(row["backend"], row["batch"], row["iters"]) for row in rows] == [("a", 2, 3), ("b", 2, 3)]
     assert rows[0]["speedup_vs_a"] == 1.0
+
+
+def test_bench_bf16_rows_beside_the_fp32_ones(tmp_path, micro_ckpt):
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", str(micro_ckpt), "--backends", "torch,torch-bf16,scan-free,scan-free-bf16",
+                                 "--batch-sizes", "2", "--iters", "2", "--warmup", "0", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["torch", "torch-bf16", "scan-free", "scan-free-bf16"]
+    assert all(r["median_ms"] > 0 and r["speedup_vs_torch"] > 0 for r in rows)

@@ -8,7 +8,8 @@ import pytest
 
 from vmddpm_deploy import choices
 from vmddpm_deploy.checkpoint import init_checkpoint
-from vmddpm_deploy.diffusion import NoiseSchedule, spaced_timesteps
+from vmddpm_deploy.diffusion import NoiseSchedule
+from vmddpm_deploy.diffusion.schedule import GRID_SPACINGS, NOISE_LEVEL_SPACINGS, inference_timesteps
 from vmddpm_deploy.diffusion.reverse_process import SAMPLERS, make_sampler
 from vmddpm_deploy.errors import ConfigError, InvalidArgumentError
 from vmddpm_deploy.model.config import PRESETS, ModelConfig
@@ -41,10 +42,12 @@ def test_every_schedule_kind_builds_and_no_other():
 
 
 def test_every_spacing_spaces_and_no_other():
+    assert GRID_SPACINGS + NOISE_LEVEL_SPACINGS == choices.TIMESTEP_SPACINGS
+    schedule = NoiseSchedule(num_train_timesteps=100)
     for spacing in choices.TIMESTEP_SPACINGS:
-        assert len(spaced_timesteps(100, 5, spacing)) == 5
+        assert len(inference_timesteps(schedule, 5, spacing)) == 5
     with pytest.raises((ConfigError, InvalidArgumentError)):
-        spaced_timesteps(100, 5, "quadratic")
+        inference_timesteps(schedule, 5, "cubic")
 
 
 def test_default_steps_make_a_sampler():
@@ -54,7 +57,8 @@ def test_default_steps_make_a_sampler():
 
 def test_precisions_are_what_the_torch_backend_takes(micro_config):
     checkpoint = init_checkpoint(micro_config, NoiseSchedule())
-    for precision in choices.PRECISIONS:
+    assert set(choices.SAMPLING_PRECISIONS) - {"auto"} <= set(choices.TORCH_PRECISIONS)
+    for precision in choices.TORCH_PRECISIONS:
         assert TorchDenoiser(checkpoint, precision=precision).precision == precision
     with pytest.raises(InvalidArgumentError):
         TorchDenoiser(checkpoint, precision="int8")

@@ -25,6 +25,7 @@ from vmddpm_deploy.diffusion import Denoiser, Sampler
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.ops import dispatch
 from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, tensorrt_runs_here
+from vmddpm_deploy.runtime.torch_backend import cpu_has_native_bf16
 
 
 def _skip_term_only(u, delta, A, B, C, D, delta_bias, delta_softplus=True):
@@ -46,8 +47,11 @@ SCAN_FREE = SimpleNamespace(
 BENCH_ROWS = {
     "torch": "the checkpoint in eager PyTorch (native kernels when built)",
     "torch-fp16": "the same under the fp16 policy of denoiser.fp16.onnx (the eager twin of an fp16 engine)",
+    "torch-bf16": "the checkpoint under bf16 autocast, channels_last (sample --precision bf16)",
+    "torch-bf16-compiled": "torch-bf16 through torch.compile with weight freezing (its compile time: first call s)",
     "torch-reference": "eager PyTorch with the pure-PyTorch reference ops",
     "scan-free": "benchmark-only floor: torch with the selective scan replaced by its skip term D*u",
+    "scan-free-bf16": "the same floor under bf16 autocast",
     "onnxruntime": "the export's portable graph in ONNX Runtime",
     "tensorrt-fp32": "the export's fp32 engine for this GPU, one CUDA graph replayed per batch size",
     "tensorrt-fp16": "the export's fp16 engine for this GPU, one CUDA graph replayed per batch size",
@@ -55,7 +59,8 @@ BENCH_ROWS = {
     "tensorrt-fp16-enqueue": "the fp16 engine with plain enqueue (no CUDA graph)",
 }
 #: Rows that run the checkpoint itself (for an export dir: the unchanged one its manifest names).
-CHECKPOINT_ROWS = ("torch", "torch-fp16", "torch-reference", "scan-free")
+CHECKPOINT_ROWS = ("torch", "torch-fp16", "torch-bf16", "torch-bf16-compiled", "torch-reference", "scan-free",
+                   "scan-free-bf16")
 
 
 @dataclass
@@ -80,11 +85,13 @@ class LatencyStats:
     iters: int
 
 
-def default_rows(source: DenoiserSource) -> list[str]:
-    """The rows ``bench`` times when none are named: what runs ``source`` here, with the floor
-    (for a checkpoint) or ONNX Runtime and the engines (for an export)."""
+def default_rows(source: DenoiserSource, device: str = "cpu") -> list[str]:
+    """The rows ``bench`` times when none are named: what runs ``source`` here (bf16 on a CPU with
+    native bf16), with the floor (for a checkpoint) or ONNX Runtime and the engines (for an export)."""
     has_checkpoint = source.torch_checkpoint is not None
     rows = ["torch", "torch-reference"] if has_checkpoint else []
+    if has_checkpoint and device == "cpu" and cpu_has_native_bf16():
+        rows.insert(1, "torch-bf16")
     if source.manifest is None:
         return [*rows, "scan-free"]
     rows.append("onnxruntime")
@@ -114,22 +121,31 @@ def bench_targets(source: DenoiserSource, names: Sequence[str], device: str = "c
         )
     from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 
-    torch_models: dict[str, TorchDenoiser] = {}
+    torch_models: dict[tuple[str, bool], TorchDenoiser] = {}
 
-    def torch_model(precision: str) -> TorchDenoiser:
-        if precision not in torch_models:
-            torch_models[precision] = TorchDenoiser(checkpoint, device, precision)
-        return torch_models[precision]
+    def torch_model(precision: str, compile: bool = False) -> TorchDenoiser:
+        if (precision, compile) not in torch_models:
+            torch_models[precision, compile] = TorchDenoiser(checkpoint, device, precision, compile=compile)
+        return torch_models[precision, compile]
 
-    kernels = {"torch": None, "torch-reference": dispatch.REFERENCE, "scan-free": SCAN_FREE}
+    # row -> (precision, compiled, kernels)
+    torch_rows = {
+        "torch": ("fp32", False, None),
+        "torch-bf16": ("bf16", False, None),
+        "torch-bf16-compiled": ("bf16", True, None),
+        "torch-reference": ("fp32", False, dispatch.REFERENCE),
+        "scan-free": ("fp32", False, SCAN_FREE),
+        "scan-free-bf16": ("bf16", False, SCAN_FREE),
+    }
     targets = []
     for name in names:
         if name == "torch-fp16":
             denoiser = torch_model("fp16")
             targets.append(BenchTarget(name, denoiser, denoiser.device, dtype=torch.float16))
-        elif name in kernels:
-            denoiser = torch_model("fp32")
-            targets.append(BenchTarget(name, denoiser, denoiser.device, kernels[name]))
+        elif name in torch_rows:
+            precision, compile, kernels = torch_rows[name]
+            denoiser = torch_model(precision, compile)
+            targets.append(BenchTarget(name, denoiser, denoiser.device, kernels))
         elif name == "onnxruntime":
             targets.append(BenchTarget(name, load_denoiser(source, name, device), torch.device(device)))
         else:
@@ -229,11 +245,14 @@ def run_bench(
         x_cpu = torch.randn(batch, *image_shape, generator=generator)
         t_cpu = torch.randint(0, 1000, (batch,), generator=generator)
         inputs = [(x_cpu.to(target.device, target.dtype), t_cpu.to(target.device)) for target in targets]
-        peaks = []
+        peaks, first_calls = [], []
         for target, (x, t) in zip(targets, inputs, strict=True):
             if target.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(target.device)
             with target.context():
+                # The first call at a shape pays one-off costs (torch.compile's compilation, oneDNN's
+                # kernel selection, CUDA graph capture): reported apart, never in the timed calls.
+                first_calls.append(time_call(target.denoiser, x, t) / 1000.0)
                 for _ in range(warmup):
                     target.denoiser(x, t)
             if target.device.type == "cuda":
@@ -249,7 +268,9 @@ def run_bench(
                     times[i].append(time_call(target.denoiser, x, t))
                 if cuda:
                     peaks[i] = max(peaks[i], peak_memory_mb(target.device))
-        for target, (x, _), target_times, peak in zip(targets, inputs, times, peaks, strict=True):
+        for target, (x, _), target_times, peak, first_call in zip(
+            targets, inputs, times, peaks, first_calls, strict=True
+        ):
             stats = latency_stats(target_times)
             step_ms = sampler_step_ms(sampler, x)
             row = {
@@ -259,6 +280,7 @@ def run_bench(
                 "sampler_step_ms": step_ms,
                 "images_per_second": batch / (steps * (stats.median_ms + step_ms) / 1000.0),
                 "peak_memory_mb": peak,
+                "first_call_seconds": first_call,
             }
             rows.append(row)
             if on_row is not None:

@@ -23,13 +23,14 @@ DEFAULT_SCAN_ORDER = "regen"
 SCHEDULE_KINDS: tuple[str, ...] = ("linear", "cosine")
 DEFAULT_SCHEDULE_KIND = "linear"
 
-#: Where a sampler's timesteps sit among the training timesteps (``spaced_timesteps``).
-TIMESTEP_SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace")
+#: Where a sampler's timesteps sit among the training timesteps (``inference_timesteps``): on a
+#: grid over T (``GRID_SPACINGS``) or by noise level (``NOISE_LEVEL_SPACINGS``).
+TIMESTEP_SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace", "quadratic", "logsnr", "karras")
 
 #: Samplers (``diffusion/reverse_process.py`` ``SAMPLERS``). The default sampler and step count
 #: are the fewest denoiser calls that keep DDIM 50's quality on the bundled model: README,
 #: "Fast sampling at equal quality", measured with ``benchmarks/bench_quality.py``.
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm-solver++")
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "ddim-ab2", "ddim-ab3", "dpm-solver++")
 DEFAULT_SAMPLER = "ddim"
 DEFAULT_STEPS = 20
 
@@ -40,8 +41,13 @@ CHECK_ONLY_BACKENDS: frozenset[str] = frozenset({"reference-onnx", "reference-on
 #: What ``sample`` and ``--backend`` accept: ``auto`` and every backend fit to sample with.
 SAMPLING_BACKENDS: tuple[str, ...] = ("auto", *(name for name in BACKENDS if name not in CHECK_ONLY_BACKENDS))
 
-#: Precisions of exported graphs, TensorRT engines and the torch backend.
+#: Precisions of exported graphs and TensorRT engines.
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+#: Precisions the torch backend runs (``runtime/torch_backend.py``): the graphs' and bf16 (autocast).
+TORCH_PRECISIONS: tuple[str, ...] = (*PRECISIONS, "bf16")
+#: What ``sample --precision`` accepts: bf16 is the torch backend's CPU path; ``auto`` resolves per
+#: machine (``runtime/source.py`` ``resolve_sampling_precision``).
+SAMPLING_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 #: How an exported graph runs the vmddpm ops: custom nodes (TensorRT plugins) or standard ONNX ops.
 EXPORT_OPS: tuple[str, ...] = ("plugin", "portable")
 

@@ -148,3 +148,20 @@ def test_bench_quality_runs_diffusers_beside_ours_and_resumes(tmp_path):
     summary = json.loads((out / "quality.json").read_text())
     assert [(entry["row"], entry["nfe"]) for entry in summary] == [("ddim", 2), ("diffusers-ddim", 2)]
     assert (out / "fid_vs_nfe.png").stat().st_size > 0
+
+
+def test_bench_quality_placement_rows_in_both_precisions(tmp_path):
+    """A placement row and its bf16 twin share x_T and timesteps; a placement that repeats timesteps
+    at the asked NFE makes no cell and says so."""
+    out = tmp_path / "quality"
+    args = ["--out", str(out), "--n", "4", "--batch-size", "2", "--nfe", "3,40", "--real", "bundled:heldout",
+            "--rows", "ddim-ab2-quadratic,ddim-ab2-quadratic-bf16"]
+    result = run_script("bench_quality.py", *args)
+    assert result.returncode == 0, result.stderr
+    cells = {p.stem: json.loads(p.read_text()) for p in (out / "cells").iterdir()}
+    assert sorted(cells) == ["ddim-ab2-quadratic-bf16_nfe3_seed0", "ddim-ab2-quadratic_nfe3_seed0"]
+    fp32, bf16 = cells["ddim-ab2-quadratic_nfe3_seed0"], cells["ddim-ab2-quadratic-bf16_nfe3_seed0"]
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert fp32["timesteps"] == bf16["timesteps"] == [800, 200, 0]
+    assert fp32["fid"] != bf16["fid"] and abs(fp32["fid"] - bf16["fid"]) < 0.1 * fp32["fid"]
+    assert "ddim-ab2-quadratic" in result.stdout and "NFE   40: no cell (quadratic spacing repeats" in result.stdout

@@ -25,7 +25,7 @@ def test_help_reads_like_documentation(command, phrase):
     "args,phrase",
     [
         (("sample", "ckpt.pt", "--n", "ten"), "Invalid value for '--n'"),
-        (("sample", "ckpt.pt", "--sampler", "ddim2"), "'ddim2' is not one of 'ddpm', 'ddim', 'dpm-solver++'"),
+        (("sample", "ckpt.pt", "--sampler", "ddim2"), "'ddim2' is not one of 'ddpm', 'ddim', 'ddim-ab2', 'ddim-ab3', 'dpm-solver++'"),
         (("sample",), "Missing argument 'source'"),
         (("frobnicate",), "No such command 'frobnicate'"),
         (("init", "--no-such-option"), "No such option: --no-such-option"),

@@ -125,3 +125,43 @@ def test_sample_bad_shard(tmp_path, micro_ckpt, shard):
     result = invoke("sample", micro_ckpt, "--shard", shard, "--out", tmp_path / "o")
     assert result.exit_code == 2 and "--shard" in error_line(result)
     assert not (tmp_path / "o").exists()
+
+
+def test_sample_records_spacing_and_precision_and_resume_checks_them(tmp_path, micro_ckpt):
+    import json
+
+    out = tmp_path / "o"
+    args = ("sample", micro_ckpt, "--n", 2, "--steps", 4, "--sampler", "ddim-ab2", "--spacing", "quadratic", "--out", out)
+    result = invoke(*args, "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    assert "ddim-ab2 4 steps quadratic, backend torch bf16" in result.output
+    settings = json.loads((out / "progress.json").read_text())["settings"]
+    assert settings["spacing"] == "quadratic" and settings["precision"] == "bf16" and settings["sampler"] == "ddim-ab2"
+    changed = invoke(*args, "--precision", "fp32", "--resume")
+    assert changed.exit_code == 2
+    assert "--resume with different settings: precision was 'bf16', now 'fp32'" in error_line(changed)
+    resumed = invoke(*args, "--precision", "bf16", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+
+
+def test_sample_default_spacing_and_precision_are_recorded_resolved(tmp_path, micro_ckpt):
+    import json
+
+    out = tmp_path / "o"
+    assert invoke("sample", micro_ckpt, "--n", 1, "--steps", 3, "--sampler", "dpm-solver++", "--out", out).exit_code == 0
+    settings = json.loads((out / "progress.json").read_text())["settings"]
+    assert settings["spacing"] == "linspace" and settings["precision"] == "fp32"  # auto is fp32 for now
+
+
+@pytest.mark.parametrize(
+    "args,phrase",
+    [
+        (["--spacing", "quadratic", "--steps", "40"], "quadratic spacing repeats timesteps at 40 steps; use at most"),
+        (["--spacing", "uniform"], "uniform"),
+        (["--precision", "fp8"], "fp8"),
+    ],
+)
+def test_sample_bad_spacing_or_precision_is_one_line(tmp_path, micro_ckpt, args, phrase):
+    result = invoke("sample", micro_ckpt, "--out", tmp_path / "o", *args)
+    assert result.exit_code == 2 and phrase in error_line(result)
+    assert not (tmp_path / "o").exists()

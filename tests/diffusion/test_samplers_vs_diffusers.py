@@ -102,7 +102,9 @@ def assert_same_trajectory(ours: Sampler, their_step, schedule: NoiseSchedule, d
     for k, t in enumerate(ours.timesteps):
         eps_ours = denoiser(x_ours, t_batch(t))
         noise = noises[k] if ours.needs_noise(k) else None
-        inputs = [x_ours, eps_ours] + [v for v in (noise, history) if v is not None]
+        # history: a tensor (DPM-Solver's x0) or a tuple of them (multistep DDIM's eps)
+        carried = history if isinstance(history, tuple) else (history,)
+        inputs = [x_ours, eps_ours] + [v for v in (noise, *carried) if v is not None]
         snapshots = [v.clone() for v in inputs]
         x_ours, history = ours.step(k, x_ours, eps_ours, noise, history)
         assert all(torch.equal(v, snapshot) for v, snapshot in zip(inputs, snapshots, strict=True)), (
@@ -186,14 +188,27 @@ def test_ddim_matches_diffusers(kind, spacing, steps, eta, dtype):
 DIFFUSERS_NUMPY_COPY_WARNING = "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 
 
+#: Our noise-level placements and the diffusers options that place DPM-Solver's timesteps alike.
+DIFFUSERS_PLACEMENTS = {"karras": {"use_karras_sigmas": True}, "logsnr": {"use_lu_lambdas": True}}
+
+
 @pytest.mark.filterwarnings(DIFFUSERS_NUMPY_COPY_WARNING)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("kind", ["linear", "cosine"])
-@pytest.mark.parametrize("steps,spacing", [(10, "linspace"), (20, "linspace"), (10, "leading"), (10, "trailing")])
+@pytest.mark.parametrize(
+    "kind,steps,spacing",
+    [
+        *((kind, steps, spacing) for kind in ("linear", "cosine")
+          for steps, spacing in [(10, "linspace"), (20, "linspace"), (10, "leading"), (10, "trailing")]),
+        # diffusers rounds karras / logsnr timesteps to integers only off the cosine schedule.
+        ("linear", 8, "karras"),
+        ("linear", 12, "logsnr"),
+    ],
+)
 @pytest.mark.parametrize("clip_sample", [True, False])
 def test_dpm_solver_pp_2m_matches_diffusers(kind, steps, spacing, clip_sample, dtype):
     schedule = NoiseSchedule(kind=kind)
     ours = DPMSolverPP2MSampler(schedule, steps, spacing=spacing, clip_sample=clip_sample)
+    placement = DIFFUSERS_PLACEMENTS.get(spacing, {"timestep_spacing": spacing})
     # diffusers clips through dynamic thresholding: s = clamp(quantile(|x0|, 0.995), 1, sample_max_value)
     # is 1 when sample_max_value = 1, so x0 is clipped to [-1, 1].
     theirs = DPMSolverMultistepScheduler(
@@ -203,13 +218,15 @@ def test_dpm_solver_pp_2m_matches_diffusers(kind, steps, spacing, clip_sample, d
         solver_type="midpoint",
         lower_order_final=True,
         final_sigmas_type="zero",
-        timestep_spacing=spacing,
+        **placement,
         thresholding=clip_sample,
         sample_max_value=1.0,
     )
     theirs.alphas_cumprod = schedule.alphas_cumprod
     theirs.set_timesteps(steps)
     assert ours.timesteps == tuple(theirs.timesteps.tolist())
+    # karras / logsnr: diffusers steps between its continuous sigmas, we between the integer
+    # timesteps' (the noise levels the model is evaluated at); this compares the update rule.
     alpha_bar = schedule.alphas_cumprod.numpy()[theirs.timesteps.numpy()]
     theirs.sigmas = torch.from_numpy(np.append(np.sqrt((1 - alpha_bar) / alpha_bar), 0.0))  # float64, see module doc
     assert not any(ours.needs_noise(k) for k in range(steps))
@@ -241,7 +258,7 @@ def test_dpm_solver_timesteps_match_diffusers(spacing):
     for steps in [*range(1, 60), *range(60, T, 37), T - 1]:
         scheduler.set_timesteps(steps)
         theirs = scheduler.timesteps.tolist()
-        ours = dpm_solver_timesteps(T, steps, spacing)
+        ours = dpm_solver_timesteps(NoiseSchedule(num_train_timesteps=T), steps, spacing)
         assert ours == theirs[:steps], steps
         # diffusers' trailing may append a -1 (float arange overshoot); nothing else is cut.
         assert theirs[steps:] in ([], [-1])
@@ -332,7 +349,7 @@ def test_make_sampler_builds_each_sampler_with_diffusers_default_spacing():
 @pytest.mark.parametrize(
     "args,kwargs,phrase",
     [
-        (("euler", 10), {}, "unknown sampler 'euler'; choose one of ddpm, ddim, dpm-solver++"),
+        (("euler", 10), {}, "unknown sampler 'euler'; choose one of ddpm, ddim, ddim-ab2, ddim-ab3, dpm-solver++"),
         (("ddim", 0), {}, "steps must be at least 1, got 0"),
         (("ddpm", -5), {}, "steps must be at least 1, got -5"),
         (("ddim", 1001), {}, "steps must be at most the schedule's 1000 training timesteps, got 1001"),
@@ -344,7 +361,9 @@ def test_make_sampler_builds_each_sampler_with_diffusers_default_spacing():
         (("ddpm", 10), {"eta": 0.3}, "eta applies to ddim only; drop it for ddpm"),
         (("dpm-solver++", 10), {"eta": 0.3}, "eta applies to ddim only; drop it for dpm-solver++"),
         (("ddim", 10), {"spacing": "uniform"}, "unknown timestep spacing 'uniform'"),
-        (("dpm-solver++", 10), {"spacing": "karras"}, "unknown timestep spacing 'karras'"),
+        (("dpm-solver++", 10), {"spacing": "uniform"}, "unknown timestep spacing 'uniform'"),
+        (("ddim", 50), {"spacing": "quadratic"}, "quadratic spacing repeats timesteps at 50 steps; use at most 29"),
+        (("dpm-solver++", 100), {"spacing": "karras"}, "karras spacing repeats timesteps at 100 steps; use at most 78"),
         (("dpm-solver++", 1000), {}, "use at most 999"),
     ],
 )

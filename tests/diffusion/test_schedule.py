@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from vmddpm_deploy.diffusion import NoiseSchedule, spaced_timesteps
+from vmddpm_deploy.diffusion import TIMESTEP_SPACINGS, NoiseSchedule, spaced_timesteps
+from vmddpm_deploy.diffusion.schedule import inference_timesteps, noise_level_timesteps
 from vmddpm_deploy.errors import ConfigError, InvalidArgumentError
 
 T = 1000
@@ -165,3 +167,69 @@ def test_spaced_timesteps_rejects_bad_requests():
             spaced_timesteps(T, steps, "leading")
     with pytest.raises(InvalidArgumentError, match="unknown timestep spacing 'uniform'"):
         spaced_timesteps(T, 10, "uniform")
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+@pytest.mark.parametrize("spacing,option", [("karras", "use_karras_sigmas"), ("logsnr", "use_lu_lambdas")])
+def test_noise_level_placements_match_diffusers(spacing, option):
+    schedule = NoiseSchedule()
+    scheduler = DPMSolverMultistepScheduler(num_train_timesteps=T, **{option: True})
+    scheduler.alphas_cumprod = schedule.alphas_cumprod  # our float64 table, see test_samplers_vs_diffusers
+    most = {"karras": 78, "logsnr": 38}[spacing]
+    for steps in range(1, most + 1):
+        scheduler.set_timesteps(steps)
+        assert noise_level_timesteps(schedule, steps, spacing) == scheduler.timesteps.tolist(), steps
+    with pytest.raises(InvalidArgumentError, match=f"repeats timesteps at {most + 1} steps; use at most {most}"):
+        noise_level_timesteps(schedule, most + 1, spacing)
+
+
+def reference_placement(alpha_bar: list[float], steps: int, spacing: str) -> list[int]:
+    """The placements from their papers' formulas, one timestep at a time in plain Python."""
+    T = len(alpha_bar)
+    if spacing == "quadratic":  # the largest t <= (i sqrt(0.8 T) / (S - 1))^2, by exact comparison
+        bound = [Fraction(4 * T, 5) * Fraction(i, steps - 1) ** 2 for i in range(steps)]
+        return [max(t for t in range(T) if t <= b) for b in bound][::-1]
+    log_s = [math.log(math.sqrt((1 - a) / a)) for a in alpha_bar]
+    out = []
+    for i in range(steps):
+        r = i / (steps - 1) if steps > 1 else 0.0
+        if spacing == "logsnr":
+            target = log_s[-1] + r * (log_s[0] - log_s[-1])
+        else:  # karras, rho = 7
+            hi, lo = math.exp(log_s[-1]) ** (1 / 7), math.exp(log_s[0]) ** (1 / 7)
+            target = math.log((hi + r * (lo - hi)) ** 7)
+        j = max(min(sum(1 for v in log_s if v <= target) - 1, T - 2), 0)
+        fraction = min(max((target - log_s[j]) / (log_s[j + 1] - log_s[j]), 0.0), 1.0)
+        out.append(round(j + fraction))  # Python's round: halves to even, as numpy's
+    return out
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("spacing", ["quadratic", "logsnr", "karras"])
+def test_noise_level_placements_match_their_formulas(kind, spacing):
+    schedule = NoiseSchedule(kind=kind)
+    alpha_bar = schedule.alphas_cumprod.tolist()
+    checked = 0
+    for steps in range(2, 30):
+        expected = reference_placement(alpha_bar, steps, spacing)
+        if len(set(expected)) < steps:
+            with pytest.raises(InvalidArgumentError, match=f"{spacing} spacing repeats timesteps"):
+                noise_level_timesteps(schedule, steps, spacing)
+            continue
+        ours = noise_level_timesteps(schedule, steps, spacing)
+        assert ours == expected, steps
+        assert ours[-1] == 0 and all(a > b for a, b in zip(ours, ours[1:], strict=False))
+        checked += 1
+    assert checked >= 4
+    if spacing == "quadratic":
+        assert noise_level_timesteps(schedule, 8, spacing) == [800, 587, 408, 261, 146, 65, 16, 0]
+
+
+def test_every_spacing_reaches_ddim_and_the_one_list_names_them():
+    schedule = NoiseSchedule()
+    assert TIMESTEP_SPACINGS == ("leading", "trailing", "linspace", "quadratic", "logsnr", "karras")
+    for spacing in TIMESTEP_SPACINGS:
+        timesteps = inference_timesteps(schedule, 10, spacing)
+        assert len(timesteps) == 10 and all(a > b for a, b in zip(timesteps, timesteps[1:], strict=False))
+    with pytest.raises(InvalidArgumentError, match="choose one of leading, trailing, linspace, quadratic"):
+        inference_timesteps(schedule, 10, "uniform")

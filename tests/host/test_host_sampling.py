@@ -15,6 +15,7 @@ from PIL import Image
 
 from tests.host.artifacts import RecordingDenoiser, write_export_dir, write_recording
 from vmddpm_deploy.checkpoint import init_checkpoint
+from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.diffusion import DEFAULT_SAMPLER, DEFAULT_STEPS, NoiseSchedule, gaussian_noise, make_sampler
 from vmddpm_deploy.outputs import png_name, to_uint16
 from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
@@ -33,7 +34,8 @@ def micro_checkpoint():
     "steps,eta,spacing,schedule_kind",
     # steps None: neither side is given a step count, so the host's default must be Python's.
     [(10, 0.0, "leading", "linear"), (7, 0.6, "trailing", "linear"), (9, 1.0, "linspace", "cosine"),
-     (None, 0.0, "leading", "linear")],
+     (None, 0.0, "leading", "linear"), (8, 0.0, "quadratic", "linear"), (8, 0.5, "karras", "linear"),
+     (12, 0.0, "logsnr", "linear"), (5, 0.0, "karras", "cosine"), (8, 0.0, "logsnr", "cosine")],
 )
 def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, steps, eta, spacing, schedule_kind):
     checkpoint = micro_checkpoint
@@ -125,3 +127,13 @@ def test_host_without_tensorrt_says_how_to_get_it(host, micro_checkpoint, tmp_pa
     result = host.run("sample", "--export-dir", export_dir, "--n", 1, "--out", tmp_path / "out")
     assert result.returncode == 9
     assert "built without TensorRT" in result.stderr and "--replay" in result.stderr
+
+
+@pytest.mark.parametrize("spacing,steps", [("quadratic", 40), ("karras", 90), ("logsnr", 50)])
+def test_host_refuses_a_placement_that_repeats_timesteps_as_python_does(host, micro_checkpoint, tmp_path, spacing, steps):
+    export_dir = write_export_dir(tmp_path / "export", micro_checkpoint)
+    with pytest.raises(InvalidArgumentError) as caught:
+        make_sampler("ddim", micro_checkpoint.schedule, steps, spacing=spacing)
+    result = host.run("sample", "--export-dir", export_dir, "--steps", steps, "--spacing", spacing, "--out", tmp_path / "o")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr == f"error: {caught.value}\n"

@@ -250,9 +250,10 @@ def test_a_merged_file_without_its_progress_file_is_never_taken_for_this_runs(tm
     [
         ({"format": "vmddpm-deploy-samples/1", "settings": {}, "done": []}, "older vmddpm-deploy, whose images depended"),
         ({"format": "vmddpm-deploy-samples/2", "settings": {}, "done": []}, "older vmddpm-deploy, whose dpm-solver++"),
-        ({"format": "vmddpm-deploy-samples/3", "settings": {}, "done": ["a"]}, "no list of done indices"),
-        ({"format": "vmddpm-deploy-samples/3", "done": [0]}, "no settings"),
-        ([1, 2], "is not a vmddpm-deploy-samples/3 progress file"),
+        ({"format": "vmddpm-deploy-samples/3", "settings": {}, "done": []}, "older vmddpm-deploy, whose settings did"),
+        ({"format": "vmddpm-deploy-samples/4", "settings": {}, "done": ["a"]}, "no list of done indices"),
+        ({"format": "vmddpm-deploy-samples/4", "done": [0]}, "no settings"),
+        ([1, 2], "is not a vmddpm-deploy-samples/4 progress file"),
     ],
 )
 def test_unusable_progress_files_are_one_line(tmp_path, progress, phrase):
@@ -270,3 +271,12 @@ def test_a_shard_with_another_seed_is_refused_and_other_json_files_are_ignored(t
     with pytest.raises(InvalidArgumentError, match=r"seed 11 \(progress.shard-0-of-2.json\), this one would use 12"):
         OutputDir(tmp_path / "o", other_seed, resume=False)
     assert OutputDir(tmp_path / "o", settings(n=4, shard=Shard(1, 2)), resume=False).todo == [1, 3]
+
+
+def test_a_job_records_only_a_resolved_precision(tmp_path):
+    import dataclasses
+
+    unresolved = dataclasses.replace(settings(), precision="auto")
+    with pytest.raises(InvalidArgumentError, match="precision must be resolved"):
+        OutputDir(tmp_path / "o", unresolved, resume=False)
+    assert not (tmp_path / "o").exists()

@@ -67,7 +67,7 @@ def test_sample_ray_workers_demo_and_bench_quality_share_one_loop(loop_calls, mi
     source = open_source(micro_ckpt)
     with pytest.raises(LoopReached):
         bench_quality.run_cell("diffusers-ddim", 6, 0, 7, 7, source, load_denoiser(source, "torch"), None, None,
-                               tmp_path / "quality")
+                               tmp_path / "quality", bench_quality.ROWS["diffusers-ddim"].make(source.schedule, 6))
 
     assert loop_calls == [
         ("sample", 3, 2, (1, 8, 8)),

@@ -146,3 +146,17 @@ def test_sample_of_an_export_hashes_and_loads_its_checkpoint_once(exported, tmp_
     assert result.exit_code == 0, result.output
     assert '"backend": "torch"' in result.output
     assert [str(p) for p in loads] == [str(ckpt)] and [str(p) for p in hashes] == [str(ckpt)]
+
+
+def test_precision_is_the_torch_backends_choice(exported):
+    from vmddpm_deploy.runtime.source import resolve_sampling_precision
+
+    _, export_dir = exported
+    source = open_source(export_dir)
+    assert resolve_sampling_precision("auto", "onnxruntime", "cpu") == "fp32"
+    assert resolve_sampling_precision("fp32", "onnxruntime", "cpu") == "fp32"
+    assert resolve_sampling_precision("bf16", "torch", "cpu") == "bf16"
+    with pytest.raises(InvalidArgumentError, match="--precision bf16 runs on the torch backend only, not onnxruntime"):
+        load_denoiser(source, "onnxruntime", "cpu", "bf16")
+    with pytest.raises(InvalidArgumentError, match="unknown precision 'fp8'; choose one of auto, fp32, bf16"):
+        resolve_sampling_precision("fp8", "torch", "cpu")

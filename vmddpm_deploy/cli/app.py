@@ -145,7 +145,8 @@ ScheduleKind = choices("ScheduleKind", names.SCHEDULE_KINDS)
 SamplerName = choices("SamplerName", names.SAMPLERS)
 ImageFormat = choices("ImageFormat", names.IMAGE_FORMATS)
 Backend = choices("Backend", names.SAMPLING_BACKENDS)
-Precision = choices("Precision", names.PRECISIONS)
+Spacing = choices("Spacing", names.TIMESTEP_SPACINGS)
+Precision = choices("Precision", names.SAMPLING_PRECISIONS)
 
 #: The defaults the CLI shows are the library's own.
 DEFAULT_PRESET = Preset(names.DEFAULT_PRESET)

@@ -30,11 +30,14 @@ def bench(
         str | None,
         typer.Option(
             help="Comma-separated rows: torch (native ops when built), torch-fp16 (the fp16 policy of the fp16 "
-            "graph, eager), torch-reference (pure-PyTorch ops), scan-free (benchmark-only floor: the scan "
-            "replaced by its skip term D*u), onnxruntime (the export's portable graph), tensorrt-fp32 / "
+            "graph, eager), torch-bf16 (bf16 autocast, channels_last: sample --precision bf16), "
+            "torch-bf16-compiled (the same through torch.compile with weight freezing; its compile time is the "
+            "first call), torch-reference (pure-PyTorch ops), scan-free (benchmark-only floor: the scan "
+            "replaced by its skip term D*u) and scan-free-bf16, onnxruntime (the export's portable graph), tensorrt-fp32 / "
             "tensorrt-fp16 (the export's engine, CUDA graphs) and tensorrt-fp32-enqueue / tensorrt-fp16-enqueue "
-            "(plain enqueue). Default: torch,torch-reference,scan-free for a checkpoint; for an export dir "
-            "torch,torch-reference (while its checkpoint is there), onnxruntime and its engines that run here."
+            "(plain enqueue). Default: torch,torch-reference,scan-free for a checkpoint (with torch-bf16 on a CPU with "
+            "native bf16); for an export dir torch,torch-reference (while its checkpoint is there), onnxruntime and "
+            "its engines that run here."
         ),
     ] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
@@ -52,7 +55,8 @@ def bench(
     """Time the denoiser of each backend side by side, in one run, and report speedups.
 
     Rows report the median / p90 / p99 per-call latency, images/s of a full DDIM run (steps x
-    (median call + sampler step)), peak memory, and the speedup over the baseline row measured
+    (median call + sampler step)), peak memory, the untimed first call's seconds (torch.compile's
+    compilation for the compiled row), and the speedup over the baseline row measured
     in the same run. Timed calls go round-robin over the rows, so load from elsewhere on the
     machine slows every row alike and the speedups hold.
 
@@ -77,7 +81,7 @@ def bench(
         _require_matplotlib()
 
     opened = open_source(source)  # an export dir's checksums are verified here
-    names = names or default_rows(opened)
+    names = names or default_rows(opened, device)
     sampler_steps = make_sampler("ddim", opened.schedule, steps)
     targets = bench_targets(opened, names, device)
     config = opened.config
@@ -87,7 +91,8 @@ def bench(
         raise InvalidArgumentError(f"--baseline {baseline} is not one of the rows ({', '.join(names)})")
 
     table = Table(title=f"denoiser latency, {config.image_size}x{config.image_size}, DDIM {steps} steps")
-    for column in ("backend", "batch", "median ms", "p90 ms", "p99 ms", "images/s", "peak MB", f"x {baseline}"):
+    columns = ("backend", "batch", "median ms", "p90 ms", "p99 ms", "images/s", "peak MB", "1st call s", f"x {baseline}")
+    for column in columns:
         table.add_column(column, justify="left" if column == "backend" else "right", no_wrap=True)
     with console.status("benchmarking") as status:
         rows = run_bench(
@@ -105,6 +110,7 @@ def bench(
         table.add_row(
             row["backend"], str(row["batch"]), f"{row['median_ms']:.2f}", f"{row['p90_ms']:.2f}",
             f"{row['p99_ms']:.2f}", f"{row['images_per_second']:.2f}", f"{row['peak_memory_mb']:.0f}",
+            f"{row['first_call_seconds']:.2f}",
             "-" if speedup is None else f"{speedup:.2f}",
         )
     wide_console().print(table)

@@ -13,7 +13,9 @@ from vmddpm_deploy.cli.app import (
     DEFAULT_STEPS,
     Backend,
     ImageFormat,
+    Precision,
     SamplerName,
+    Spacing,
     app,
     progress_callback,
     reports_errors,
@@ -49,6 +51,21 @@ def sample(
         str | None,
         typer.Option(metavar="JSON|FILE", help="--scheduler's config: a JSON object, or a file holding one."),
     ] = None,
+    spacing: Annotated[
+        Spacing | None,
+        typer.Option(
+            help="Where the timesteps sit: leading / trailing / linspace (diffusers' grids), quadratic (the DDIM "
+            "paper's), logsnr (even log-SNR), karras (rho 7); formulas in docs/design.md section 4. Default: "
+            "leading, linspace for dpm-solver++."
+        ),
+    ] = None,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="Arithmetic of the torch backend: fp32, or bf16 (autocast; the CPU path, fast where the CPU "
+            "has native bf16). auto: fp32 for now (README \"Fewer calls and bf16 on the CPU\" says why)."
+        ),
+    ] = Precision("auto"),
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -89,7 +106,8 @@ def sample(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar; print one JSON summary line.")] = False,
 ) -> None:
-    """Generate images with DDPM, DDIM, DPM-Solver++ or a diffusers scheduler; write 16-bit PNG, NPZ or NIfTI.
+    """Generate images with DDPM, DDIM, multistep DDIM (ddim-ab2 / ddim-ab3), DPM-Solver++ or a diffusers
+    scheduler; write 16-bit PNG, NPZ or NIfTI.
 
     At one --batch-size, sample i is the same file byte for byte whatever the --shard split,
     resume point or Ray workers: its noise comes from (seed, i) alone and every batch is padded
@@ -127,6 +145,7 @@ def sample(
     plan = plan_job(
         source, n=n, sampler=sampler.value, steps=steps, eta=eta, seed=seed, image_format=image_format.value,
         shard=shard_spec, batch_size=batch_size, scheduler=_scheduler_choice(scheduler, scheduler_config),
+        spacing=None if spacing is None else spacing.value, precision=precision.value,
     )
     with progress_callback("sampling", quiet) as report:
         summary = run_sample_job(
@@ -139,7 +158,9 @@ def sample(
         typer.echo(
             f"wrote {summary['images']} images to {out} in {summary['seconds']:.1f} s "
             f"({summary['images_per_second'] or 0:.2f} images/s, {summary['ms_per_denoiser_call']:.1f} ms per "
-            f"denoiser call at batch {summary['batch_size']}, {summary['sampler']} {steps} steps, backend {summary['backend']})"
+            f"denoiser call at batch {summary['batch_size']}, {summary['sampler']} {steps} steps"
+            f"{' ' + summary['spacing'] if summary['spacing'] else ''}, backend {summary['backend']} "
+            f"{summary['precision']})"
         )
 
 

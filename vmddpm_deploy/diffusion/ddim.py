@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from vmddpm_deploy.diffusion.schedule import NoiseSchedule, predict_x0, spaced_timesteps
+from vmddpm_deploy.diffusion.schedule import NoiseSchedule, inference_timesteps, predict_x0
 from vmddpm_deploy.errors import InvalidArgumentError
 
 
@@ -58,7 +58,7 @@ class DDIMSampler:
         # Above 1 the direction term's variance 1 - alpha_bar_t' - sigma_t^2 can go negative.
         if not 0.0 <= self.eta <= 1.0:
             raise InvalidArgumentError(f"eta must be in [0, 1], got {self.eta}")
-        timesteps = tuple(spaced_timesteps(self.schedule.num_train_timesteps, self.steps, self.spacing))
+        timesteps = tuple(inference_timesteps(self.schedule, self.steps, self.spacing))
         coefficients = []
         for ab_t, ab_prev in self.schedule.step_alpha_bars(timesteps):
             variance = (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev)

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from vmddpm_deploy.diffusion.schedule import NoiseSchedule, predict_x0, spaced_timesteps
+from vmddpm_deploy.diffusion.schedule import NoiseSchedule, inference_timesteps, predict_x0
 
 
 class _DDPMStep(NamedTuple):
@@ -47,7 +47,7 @@ class DDPMSampler:
     _coefficients: tuple[_DDPMStep, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        timesteps = tuple(spaced_timesteps(self.schedule.num_train_timesteps, self.steps, self.spacing))
+        timesteps = tuple(inference_timesteps(self.schedule, self.steps, self.spacing))
         coefficients = []
         for ab_t, ab_prev in self.schedule.step_alpha_bars(timesteps):
             alpha_t = ab_t / ab_prev

@@ -32,6 +32,8 @@ spaces ``steps + 1`` points and drops the final 0 because the last step ends at 
 * ``linspace``: ``round(linspace(0, T - 1, steps + 1))`` reversed, without the trailing 0
 * ``leading``: ``k * (T // (steps + 1))`` for ``k = steps .. 1``
 * ``trailing``: as DDIM's, ``round(T - k * T / steps) - 1``
+* ``quadratic``, ``logsnr``, ``karras``: DDIM's list (``noise_level_timesteps``), last timestep 0,
+  as diffusers' ``use_karras_sigmas`` / ``use_lu_lambdas`` place them
 """
 
 from __future__ import annotations
@@ -43,7 +45,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from vmddpm_deploy.diffusion.schedule import TIMESTEP_SPACINGS, NoiseSchedule, check_steps, predict_x0
+from vmddpm_deploy.diffusion.schedule import (
+    GRID_SPACINGS,
+    NOISE_LEVEL_SPACINGS,
+    TIMESTEP_SPACINGS,
+    NoiseSchedule,
+    check_steps,
+    noise_level_timesteps,
+    predict_x0,
+)
 from vmddpm_deploy.errors import InvalidArgumentError
 
 
@@ -57,10 +67,13 @@ class _DPMStep(NamedTuple):
     to_clean: bool
 
 
-def dpm_solver_timesteps(num_train_timesteps: int, steps: int, spacing: str) -> list[int]:
+def dpm_solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str) -> list[int]:
     """The ``steps`` timesteps diffusers' DPMSolverMultistepScheduler picks, descending."""
+    num_train_timesteps = schedule.num_train_timesteps
     check_steps(num_train_timesteps, steps)
-    if spacing not in TIMESTEP_SPACINGS:
+    if spacing in NOISE_LEVEL_SPACINGS:
+        return noise_level_timesteps(schedule, steps, spacing)
+    if spacing not in GRID_SPACINGS:
         raise InvalidArgumentError(
             f"unknown timestep spacing {spacing!r}; choose one of {', '.join(TIMESTEP_SPACINGS)}"
         )
@@ -99,7 +112,7 @@ class DPMSolverPP2MSampler:
     _coefficients: tuple[_DPMStep, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        timesteps = tuple(dpm_solver_timesteps(self.schedule.num_train_timesteps, self.steps, self.spacing))
+        timesteps = tuple(dpm_solver_timesteps(self.schedule, self.steps, self.spacing))
         alpha_bar = self.schedule.alphas_cumprod.tolist()
         coefficients = []
         previous_h = math.nan  # r_0 is never used: step 0 is first order

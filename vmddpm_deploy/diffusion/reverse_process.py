@@ -3,19 +3,21 @@ the registry of samplers by name.
 
 A sampler is immutable: it holds the timesteps and per-step coefficients it derived from the
 schedule, nothing about a run. What a multistep method must remember between steps (DPM-Solver++
-2M's previous data prediction) is the ``history`` value :func:`run_sampler` threads from one
+2M's previous data prediction, multistep DDIM's previous eps) is the ``history`` value :func:`run_sampler` threads from one
 ``step`` to the next, so one sampler object can drive any number of runs, concurrently too.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from vmddpm_deploy.diffusion.ddim import DDIMSampler
+from vmddpm_deploy.diffusion.ddim_multistep import MultistepDDIMSampler
 from vmddpm_deploy.diffusion.ddpm import DDPMSampler
 from vmddpm_deploy.diffusion.denoiser import Denoiser
 from vmddpm_deploy.diffusion.dpm_solver import DPMSolverPP2MSampler
@@ -24,9 +26,12 @@ from vmddpm_deploy.choices import DEFAULT_SAMPLER, DEFAULT_STEPS
 from vmddpm_deploy.errors import InvalidArgumentError
 
 #: Every sampler by its CLI / config name, one per name of ``choices.SAMPLERS``.
-SAMPLERS: dict[str, type] = {
+#: Each value builds the sampler from ``(schedule, steps, **options)``.
+SAMPLERS: dict[str, Callable[..., object]] = {
     "ddpm": DDPMSampler,
     "ddim": DDIMSampler,
+    "ddim-ab2": functools.partial(MultistepDDIMSampler, order=2),
+    "ddim-ab3": functools.partial(MultistepDDIMSampler, order=3),
     "dpm-solver++": DPMSolverPP2MSampler,
 }
 
@@ -51,8 +56,8 @@ class Sampler(Protocol):
         x: torch.Tensor,
         eps: torch.Tensor,
         noise: torch.Tensor | None,
-        history: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        history: Any,
+    ) -> tuple[torch.Tensor, Any]:
         """``x`` at ``timesteps[k]`` and the denoiser's ``eps`` there -> (next ``x``, next ``history``).
 
         ``noise`` is standard normal like ``x`` when ``needs_noise(k)``, else ``None``;
@@ -99,12 +104,13 @@ def make_sampler(
     eta: float = 0.0,
     spacing: str | None = None,
 ) -> Sampler:
-    """The sampler called ``name`` ("ddpm", "ddim" or "dpm-solver++") over ``steps`` timesteps.
+    """The sampler called ``name`` (a key of :data:`SAMPLERS`) over ``steps`` timesteps.
 
-    ``spacing`` (``leading``, ``trailing``, ``linspace``) picks the timesteps; ``None`` takes
-    diffusers' default for that sampler (``leading`` for DDPM and DDIM, ``linspace`` for
-    DPM-Solver++). ``eta`` is DDIM's stochasticity and must stay 0 for the other two: DDPM's
-    noise is fixed by its posterior and DPM-Solver++ 2M is a deterministic ODE solver.
+    ``spacing`` (one of ``TIMESTEP_SPACINGS``) picks the timesteps; ``None`` takes diffusers'
+    default for that sampler (``leading`` for DDPM, DDIM and multistep DDIM as for PNDM,
+    ``linspace`` for DPM-Solver++). ``eta`` is DDIM's stochasticity and must stay 0 for the
+    others: DDPM's noise is fixed by its posterior, multistep DDIM and DPM-Solver++ 2M are
+    deterministic ODE solvers.
     Raises InvalidArgumentError on anything out of range.
     """
     if name not in SAMPLERS:

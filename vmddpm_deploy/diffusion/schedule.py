@@ -36,6 +36,16 @@ from vmddpm_deploy.errors import ConfigError, InvalidArgumentError
 
 __all__ = ["SCHEDULE_KINDS", "TIMESTEP_SPACINGS", "NoiseSchedule", "spaced_timesteps"]
 
+#: Placements that depend on T only, as diffusers' ``timestep_spacing`` (:func:`spaced_timesteps`).
+GRID_SPACINGS = ("leading", "trailing", "linspace")
+#: Placements by noise level, from the schedule's alpha_bar (:func:`noise_level_timesteps`).
+NOISE_LEVEL_SPACINGS = ("quadratic", "logsnr", "karras")
+# choices.TIMESTEP_SPACINGS is these two families, in this order (tests/test_choices.py).
+#: Karras et al. 2022's rho (their eq. 5 and table 1), as diffusers' ``use_karras_sigmas``.
+KARRAS_RHO = 7.0
+#: The DDIM paper's quadratic placement stops at 4/5 of T (Song et al. 2021, appendix D.2).
+QUADRATIC_END = (4, 5)
+
 
 @dataclass(frozen=True)
 class NoiseSchedule:
@@ -165,10 +175,82 @@ def spaced_timesteps(num_train_timesteps: int, steps: int, spacing: str) -> list
     elif spacing == "linspace":
         timesteps = np.linspace(0, T - 1, steps).round()[::-1].astype(np.int64)
     else:
+        raise InvalidArgumentError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(GRID_SPACINGS)}")
+    return [int(t) for t in timesteps]
+
+
+def inference_timesteps(schedule: NoiseSchedule, steps: int, spacing: str) -> list[int]:
+    """``steps`` timesteps, descending, for any of :data:`TIMESTEP_SPACINGS` (DDPM's and DDIM's list)."""
+    if spacing in NOISE_LEVEL_SPACINGS:
+        return noise_level_timesteps(schedule, steps, spacing)
+    if spacing not in GRID_SPACINGS:
         raise InvalidArgumentError(
             f"unknown timestep spacing {spacing!r}; choose one of {', '.join(TIMESTEP_SPACINGS)}"
         )
+    return spaced_timesteps(schedule.num_train_timesteps, steps, spacing)
+
+
+def noise_level_timesteps(schedule: NoiseSchedule, steps: int, spacing: str) -> list[int]:
+    """``steps`` distinct timesteps, descending, placed by noise level; the last is always 0.
+
+    With ``T = num_train_timesteps``, ``S = steps``, ``a_t = alpha_bar_t`` and the noise-to-signal
+    ratio ``s_t = sqrt((1 - a_t) / a_t)`` (Karras et al.'s sigma; ``log s_t`` is minus half the
+    log-SNR, increasing in t):
+
+    * ``quadratic`` (Song et al. 2021, DDIM, appendix D.2, their CIFAR10 placement):
+      ``t_i = floor((i * sqrt(0.8 T) / (S - 1)) ** 2) = floor(4 T i^2 / (5 (S - 1)^2))`` for
+      ``i = S-1 .. 0``: dense at low noise, the first step at 0.8 T. Computed in integers, so it
+      is exact where the DDIM code's ``int(linspace(0, sqrt(0.8 T), S) ** 2)`` rounds an exact
+      integer down (511 for 512 at T = 1000, S = 16).
+    * ``logsnr``: ``log s`` evenly spaced from ``log s_{T-1}`` to ``log s_0`` (Lu et al. 2022,
+      DPM-Solver, section 3.3's uniform logSNR steps; diffusers' ``use_lu_lambdas``).
+    * ``karras`` (Karras et al. 2022, eq. 5, rho = 7): ``s_i = (s_max^(1/rho) + i / (S - 1)
+      (s_min^(1/rho) - s_max^(1/rho)))^rho`` for ``i = 0 .. S-1`` with ``s_max = s_{T-1}``,
+      ``s_min = s_0`` (diffusers' ``use_karras_sigmas``).
+
+    ``logsnr`` and ``karras`` give continuous noise levels; each becomes the nearest training
+    timestep by linear interpolation of ``log s`` between neighbouring integers (diffusers'
+    ``_sigma_to_t``): with ``j`` such that ``log s_j <= log s < log s_{j+1}`` (``j`` clamped to
+    ``[0, T-2]``), ``t = round(j + (log s - log s_j) / (log s_{j+1} - log s_j))``, halves to even.
+    The host (plugins/host/src/ddim.cpp) computes the same in the same order.
+
+    A placement that repeats a timestep at this many steps (each repeat would be a wasted call,
+    and a zero log-SNR step for DPM-Solver) is refused with the largest step count that does not.
+    """
+    check_steps(schedule.num_train_timesteps, steps)
+    timesteps = _noise_level_candidates(schedule, steps, spacing)
+    if np.any(np.diff(timesteps) >= 0):
+        most = next(
+            n for n in range(steps - 1, 0, -1) if np.all(np.diff(_noise_level_candidates(schedule, n, spacing)) < 0)
+        )
+        raise InvalidArgumentError(f"{spacing} spacing repeats timesteps at {steps} steps; use at most {most}")
     return [int(t) for t in timesteps]
+
+
+def _noise_level_candidates(schedule: NoiseSchedule, steps: int, spacing: str) -> np.ndarray:
+    T = schedule.num_train_timesteps
+    if spacing == "quadratic":
+        numerator, denominator = QUADRATIC_END
+        i = np.arange(steps - 1, -1, -1, dtype=np.int64)
+        return numerator * T * i * i // max(denominator * (steps - 1) ** 2, 1)
+    alpha_bar = schedule._alphas_cumprod
+    sigma = np.sqrt((1.0 - alpha_bar) / alpha_bar)
+    log_sigma = np.log(sigma)
+    ramp = np.linspace(0.0, 1.0, steps)
+    if spacing == "logsnr":
+        targets = log_sigma[-1] + ramp * (log_sigma[0] - log_sigma[-1])
+    elif spacing == "karras":
+        high, low = sigma[-1] ** (1.0 / KARRAS_RHO), sigma[0] ** (1.0 / KARRAS_RHO)
+        targets = np.log((high + ramp * (low - high)) ** KARRAS_RHO)
+    else:
+        raise InvalidArgumentError(
+            f"unknown timestep spacing {spacing!r}; choose one of {', '.join(NOISE_LEVEL_SPACINGS)}"
+        )
+    if T == 1:
+        return np.zeros(steps, dtype=np.int64)
+    below = np.clip(np.searchsorted(log_sigma, targets, side="right") - 1, 0, T - 2)
+    fraction = (targets - log_sigma[below]) / (log_sigma[below + 1] - log_sigma[below])
+    return np.round(below + np.clip(fraction, 0.0, 1.0)).astype(np.int64)
 
 
 def check_steps(num_train_timesteps: int, steps: int) -> None:

@@ -54,7 +54,7 @@ def run_sample_job(
             report(done, total)
 
         summary = sampling.sample_shard(output, denoiser, plan.make_sampler(), plan.image_shape, device, on_step)
-        summary |= {"backend": backend}
+        summary |= {"backend": backend, "precision": output.settings.precision}
     else:
         from vmddpm_deploy.jobs.ray_workers import RayJob
 
@@ -67,4 +67,6 @@ def run_sample_job(
             report(ray_job.already_done, total)
             summary = ray_job.run(on_progress=lambda done: report(done, total))
     s = plan.settings
-    return summary | {"out": str(out), "sampler": s.sampler, "steps": s.steps}
+    # Ray workers resolve the precision each on its node; their shards' progress files record it.
+    return {"precision": s.precision} | summary | {"out": str(out), "sampler": s.sampler, "steps": s.steps,
+                                                   "spacing": s.spacing}

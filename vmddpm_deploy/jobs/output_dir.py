@@ -43,12 +43,13 @@ from vmddpm_deploy.outputs import (
     write_png16,
 )
 
-#: /3: dpm-solver++ clips its x0 predictions to [-1, 1].
-PROGRESS_FORMAT = "vmddpm-deploy-samples/3"
+#: /4: the settings record the timestep spacing and the precision.
+PROGRESS_FORMAT = "vmddpm-deploy-samples/4"
 #: Earlier formats, with what made their images differ; a run started under one is not continued.
 _OLDER_PROGRESS_FORMATS = {
     "vmddpm-deploy-samples/1": "whose images depended on how batches were composed",
     "vmddpm-deploy-samples/2": "whose dpm-solver++ did not clip its x0 predictions",
+    "vmddpm-deploy-samples/3": "whose settings did not record the timestep spacing and precision",
 }
 #: ``.parts/FIRST-LAST.npz``: one batch of a stacked format, named after its first and last index.
 _PART_NAME = re.compile(r"(\d+)-(\d+)\.npz")
@@ -91,6 +92,8 @@ class OutputDir:
             raise InvalidArgumentError(f"unknown image format {settings.image_format!r}")
         if settings.batch_size is None or settings.batch_size < 1:
             raise InvalidArgumentError(f"a job's batch size must be resolved to >= 1, got {settings.batch_size!r}")
+        if settings.precision == "auto":
+            raise InvalidArgumentError("a job's precision must be resolved (fp32 or bf16) before it writes, got auto")
         self.out = out
         self.settings = settings
         self._format = IMAGE_FORMATS[settings.image_format]

@@ -15,13 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vmddpm_deploy.choices import SAMPLING_PRECISIONS
 from vmddpm_deploy.diffusion import Denoiser, Sampler, make_sampler
 from vmddpm_deploy.diffusion.schedule import check_steps
 from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
 from vmddpm_deploy.jobs.output_dir import OutputDir
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
 from vmddpm_deploy.runtime.batching import resolve_batch_size
-from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, open_source, resolve_backend
+from vmddpm_deploy.runtime.source import (
+    DenoiserSource,
+    load_denoiser,
+    open_source,
+    resolve_backend,
+    resolve_sampling_precision,
+)
 
 
 @dataclass(frozen=True)
@@ -45,18 +52,22 @@ class JobPlan:
             from vmddpm_deploy.diffusers.scheduler import DiffusersScheduler
 
             return DiffusersScheduler.from_spec(s.scheduler, s.steps)
-        return make_sampler(s.sampler, self.source.schedule, s.steps, eta=s.eta)
+        return make_sampler(s.sampler, self.source.schedule, s.steps, eta=s.eta, spacing=s.spacing)
 
 
 def plan_job(
     source: str | os.PathLike | DenoiserSource, *, n: int, sampler: str, steps: int, eta: float, seed: int,
     image_format: str, shard: Shard = Shard(), batch_size: int | None = None,
-    scheduler: tuple[str, dict[str, Any]] | None = None,
+    scheduler: tuple[str, dict[str, Any]] | None = None, spacing: str | None = None, precision: str = "auto",
 ) -> JobPlan:
     """Open ``source`` (checksums verified; an already opened one is taken as it is) and check the
     sampler settings: every error a job can find without loading the model arrives here, before
     any file is written. ``batch_size`` None: the backend's largest, resolved by :func:`prepare_job`.
-    ``scheduler``: a diffusers scheduler's class name and config, which replaces ``sampler``."""
+    ``scheduler``: a diffusers scheduler's class name and config, which replaces ``sampler``.
+    ``spacing`` None: the sampler's default, resolved here; ``precision`` is resolved by
+    :func:`prepare_job`."""
+    if precision not in SAMPLING_PRECISIONS:
+        raise InvalidArgumentError(f"unknown precision {precision!r}; choose one of {', '.join(SAMPLING_PRECISIONS)}")
     opened = source if isinstance(source, DenoiserSource) else open_source(source)
     spec = None
     if scheduler is not None:
@@ -68,13 +79,22 @@ def plan_job(
 
         if eta != 0.0:
             raise InvalidArgumentError("--eta applies to --sampler ddim; a diffusers scheduler takes it in --scheduler-config")
+        if spacing is not None:
+            raise InvalidArgumentError(
+                "--spacing applies to our samplers; a diffusers scheduler takes timestep_spacing in --scheduler-config"
+            )
         check_steps(opened.schedule.num_train_timesteps, steps)
         spec = diffusers_sampler(class_name, opened.schedule, steps, config).spec
         sampler = f"diffusers:{class_name}"
-    settings = JobSettings(opened.sha256, n, sampler, steps, eta, seed, image_format, shard, batch_size, spec)
+    settings = JobSettings(
+        opened.sha256, n, sampler, steps, eta, seed, image_format, shard, batch_size, spec, spacing=spacing,
+        precision=precision,
+    )
     plan = JobPlan(opened, settings)
-    plan.make_sampler()  # InvalidArgumentError on steps / eta the schedule cannot take
-    return plan
+    made = plan.make_sampler()  # InvalidArgumentError on steps / eta / spacing the schedule cannot take
+    # A diffusers scheduler places its own timesteps (its config, recorded in ``scheduler``).
+    spacing = made.spacing if spec is None else None
+    return dataclasses.replace(plan, settings=dataclasses.replace(settings, spacing=spacing))
 
 
 def prepare_job(
@@ -84,9 +104,10 @@ def prepare_job(
     output directory of ``plan.settings.shard``; returns the directory, the denoiser and the
     backend's name.
 
-    The batch size is resolved here, once (None: the backend's largest, never more than the job's
-    ``n``) and recorded in the directory's settings; a size the backend refuses fails before the
-    output directory is touched. A Ray worker builds its plan from the SRC it opened on its own
+    The precision (``auto``: see :func:`resolve_sampling_precision`) and the batch size are
+    resolved here, once (None: the backend's largest, never more than the job's ``n``) and recorded
+    in the directory's settings; a size the backend refuses fails before the output directory is
+    touched. A Ray worker builds its plan from the SRC it opened on its own
     node and the driver's settings, so the sha256 check below catches a node that sees another file.
     """
     source = plan.source
@@ -96,7 +117,9 @@ def prepare_job(
             f"driver {plan.settings.source_sha256[:12]}...); every node must see the same SRC"
         )
     backend = resolve_backend(backend, source)
-    denoiser = load_denoiser(source, backend, device)
+    precision = resolve_sampling_precision(plan.settings.precision, backend, device)
+    denoiser = load_denoiser(source, backend, device, precision)
     batch_size = resolve_batch_size(denoiser, plan.settings.batch_size, plan.settings.n)
-    output = OutputDir(Path(out), dataclasses.replace(plan.settings, batch_size=batch_size), resume)
+    settings = dataclasses.replace(plan.settings, batch_size=batch_size, precision=precision)
+    output = OutputDir(Path(out), settings, resume)
     return output, denoiser, backend

@@ -44,6 +44,10 @@ class JobSettings:
     ``scheduler`` is a diffusers scheduler's class, diffusers version and full config
     (:attr:`vmddpm_deploy.diffusers.DiffusersScheduler.spec`) when one replaces ``sampler``
     (which then reads ``diffusers:<class>``).
+    ``spacing`` None is the sampler's default placement, resolved by
+    :func:`~vmddpm_deploy.jobs.prepare.plan_job`; ``precision`` ``auto`` (what ``sample`` asks
+    for by default) is resolved where the denoiser loads (fp32 or bf16 on the torch backend, fp32
+    on the others), so both are recorded as the values that made the images.
     """
 
     source_sha256: str
@@ -56,6 +60,8 @@ class JobSettings:
     shard: Shard
     batch_size: int | None = None
     scheduler: dict[str, Any] | None = None
+    spacing: str | None = None
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -30,7 +30,7 @@ import torch
 
 from vmddpm_deploy.checkpoint import Checkpoint, checkpoint_sha256, is_pretrained_directory, load_checkpoint
 from vmddpm_deploy.diffusion import Denoiser, NoiseSchedule
-from vmddpm_deploy.choices import CHECK_ONLY_BACKENDS, SAMPLING_BACKENDS
+from vmddpm_deploy.choices import CHECK_ONLY_BACKENDS, SAMPLING_BACKENDS, SAMPLING_PRECISIONS
 from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.export.manifest import MANIFEST_NAME, Manifest, read_manifest
@@ -79,7 +79,7 @@ def open_source(path: str | os.PathLike) -> DenoiserSource:
     )
 
 
-def _load_torch(source: DenoiserSource, device: str) -> Denoiser:
+def _load_torch(source: DenoiserSource, device: str, precision: str = "fp32") -> Denoiser:
     from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 
     checkpoint = source.torch_checkpoint
@@ -88,7 +88,7 @@ def _load_torch(source: DenoiserSource, device: str) -> Denoiser:
             f"the torch backend needs the checkpoint; {source.path} is an export directory whose source "
             "checkpoint is gone or changed: pass the checkpoint, or use --backend onnxruntime"
         )
-    return TorchDenoiser(checkpoint, device)
+    return TorchDenoiser(checkpoint, device, precision)
 
 
 def _load_onnxruntime(source: DenoiserSource, device: str) -> Denoiser:
@@ -162,6 +162,26 @@ def resolve_backend(name: str, source: DenoiserSource) -> str:
     return "onnxruntime"
 
 
-def load_denoiser(source: DenoiserSource, backend: str, device: str = "cpu") -> Denoiser:
-    """A ``Denoiser`` running ``source`` on ``backend`` (``auto`` resolved first)."""
-    return BACKENDS[resolve_backend(backend, source)](source, device)
+def resolve_sampling_precision(precision: str, backend: str, device: str) -> str:
+    """``precision`` (one of :data:`SAMPLING_PRECISIONS`) as the resolved ``backend`` runs it:
+    the torch backend resolves ``auto`` for ``device``; the others run their graphs or engines
+    as built and take ``auto`` or ``fp32`` only."""
+    if precision not in SAMPLING_PRECISIONS:
+        raise InvalidArgumentError(f"unknown precision {precision!r}; choose one of {', '.join(SAMPLING_PRECISIONS)}")
+    if backend == "torch":
+        from vmddpm_deploy.runtime.torch_backend import resolve_precision
+
+        return resolve_precision(precision, device)
+    if precision != "auto" and precision != "fp32":
+        raise InvalidArgumentError(f"--precision {precision} runs on the torch backend only, not {backend}")
+    return "fp32"
+
+
+def load_denoiser(source: DenoiserSource, backend: str, device: str = "cpu", precision: str = "fp32") -> Denoiser:
+    """A ``Denoiser`` running ``source`` on ``backend`` (``auto`` resolved first); ``precision``
+    as :func:`resolve_sampling_precision` resolves it."""
+    name = resolve_backend(backend, source)
+    precision = resolve_sampling_precision(precision, name, device)
+    if name == "torch":
+        return _load_torch(source, device, precision)
+    return BACKENDS[name](source, device)

@@ -38,15 +38,105 @@ std::vector<int64_t> spaced_timesteps(int64_t num_train_timesteps, int64_t steps
       timesteps[steps - 1 - i] = round_half_even(value);
     }
   } else {
-    throw HostError(ExitCode::kInvalidArgument,
-                    "unknown --spacing \"" + spacing + "\"; choose one of leading, trailing, linspace");
+    throw HostError(ExitCode::kInvalidArgument, "unknown --spacing \"" + spacing +
+                                                    "\"; choose one of leading, trailing, linspace, quadratic, "
+                                                    "logsnr, karras");
   }
   return timesteps;
 }
 
+namespace {
+
+constexpr double kKarrasRho = 7.0;
+
+bool is_noise_level_spacing(const std::string& spacing) {
+  return spacing == "quadratic" || spacing == "logsnr" || spacing == "karras";
+}
+
+// schedule.py's _noise_level_candidates, operation for operation (no contraction: -ffp-contract=off).
+std::vector<int64_t> noise_level_candidates(const std::vector<double>& alphas_cumprod, int64_t steps,
+                                            const std::string& spacing) {
+  const int64_t T = static_cast<int64_t>(alphas_cumprod.size());
+  std::vector<int64_t> timesteps(static_cast<size_t>(steps));
+  if (spacing == "quadratic") {
+    const int64_t denominator = std::max<int64_t>(5 * (steps - 1) * (steps - 1), 1);
+    for (int64_t k = 0; k < steps; ++k) {
+      const int64_t i = steps - 1 - k;
+      timesteps[k] = 4 * T * i * i / denominator;
+    }
+    return timesteps;
+  }
+  std::vector<double> sigma(alphas_cumprod.size()), log_sigma(alphas_cumprod.size());
+  for (size_t t = 0; t < alphas_cumprod.size(); ++t) {
+    sigma[t] = std::sqrt((1.0 - alphas_cumprod[t]) / alphas_cumprod[t]);
+    log_sigma[t] = std::log(sigma[t]);
+  }
+  const double high = std::pow(sigma.back(), 1.0 / kKarrasRho);
+  const double low = std::pow(sigma.front(), 1.0 / kKarrasRho);
+  for (int64_t i = 0; i < steps; ++i) {
+    // np.linspace(0, 1, steps): i * (1 / (steps - 1)), the last exactly 1.
+    double ramp = 0.0;
+    if (steps > 1) ramp = (i == steps - 1) ? 1.0 : static_cast<double>(i) * (1.0 / static_cast<double>(steps - 1));
+    double target;
+    if (spacing == "logsnr") {
+      target = log_sigma.back() + ramp * (log_sigma.front() - log_sigma.back());
+    } else {
+      target = std::log(std::pow(high + ramp * (low - high), kKarrasRho));
+    }
+    if (T == 1) {
+      timesteps[i] = 0;
+      continue;
+    }
+    // searchsorted(log_sigma, target, side="right") - 1, clamped to [0, T-2]
+    int64_t below = static_cast<int64_t>(std::upper_bound(log_sigma.begin(), log_sigma.end(), target) -
+                                         log_sigma.begin()) - 1;
+    below = std::min(std::max<int64_t>(below, 0), T - 2);
+    double fraction = (target - log_sigma[below]) / (log_sigma[below + 1] - log_sigma[below]);
+    fraction = std::min(std::max(fraction, 0.0), 1.0);
+    timesteps[i] = round_half_even(static_cast<double>(below) + fraction);
+  }
+  return timesteps;
+}
+
+bool strictly_descending(const std::vector<int64_t>& timesteps) {
+  for (size_t k = 1; k < timesteps.size(); ++k) {
+    if (timesteps[k] >= timesteps[k - 1]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<int64_t> noise_level_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
+                                           const std::string& spacing) {
+  const int64_t T = static_cast<int64_t>(alphas_cumprod.size());
+  if (steps < 1 || steps > T) {
+    throw HostError(ExitCode::kInvalidArgument, "--steps must be in [1, " + std::to_string(T) + "], got " +
+                                                    std::to_string(steps));
+  }
+  if (!is_noise_level_spacing(spacing)) {
+    throw HostError(ExitCode::kInvalidArgument,
+                    "unknown --spacing \"" + spacing + "\"; choose one of quadratic, logsnr, karras");
+  }
+  std::vector<int64_t> timesteps = noise_level_candidates(alphas_cumprod, steps, spacing);
+  if (!strictly_descending(timesteps)) {
+    int64_t most = steps - 1;
+    while (most > 1 && !strictly_descending(noise_level_candidates(alphas_cumprod, most, spacing))) --most;
+    throw HostError(ExitCode::kInvalidArgument, spacing + " spacing repeats timesteps at " + std::to_string(steps) +
+                                                    " steps; use at most " + std::to_string(most));
+  }
+  return timesteps;
+}
+
+std::vector<int64_t> inference_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
+                                         const std::string& spacing) {
+  if (is_noise_level_spacing(spacing)) return noise_level_timesteps(alphas_cumprod, steps, spacing);
+  return spaced_timesteps(static_cast<int64_t>(alphas_cumprod.size()), steps, spacing);
+}
+
 DDIMSampler::DDIMSampler(const std::vector<double>& alphas_cumprod, int64_t steps, double eta,
                          const std::string& spacing, bool clip_sample)
-    : timesteps_(spaced_timesteps(static_cast<int64_t>(alphas_cumprod.size()), steps, spacing)),
+    : timesteps_(inference_timesteps(alphas_cumprod, steps, spacing)),
       clip_sample_(clip_sample) {
   if (!(eta >= 0.0 && eta <= 1.0)) {
     throw HostError(ExitCode::kInvalidArgument, "--eta must be in [0, 1], got " + std::to_string(eta));

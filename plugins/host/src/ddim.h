@@ -21,6 +21,17 @@ namespace vmddpm::host {
 // spacing "leading", "trailing" or "linspace". Throws HostError(kInvalidArgument) otherwise.
 std::vector<int64_t> spaced_timesteps(int64_t num_train_timesteps, int64_t steps, const std::string& spacing);
 
+// `steps` distinct timesteps placed by noise level, as vmddpm_deploy.diffusion.schedule.noise_level_timesteps:
+// "quadratic" (floor(4 T i^2 / (5 (S-1)^2))), "logsnr" (even log sigma), "karras" (rho 7), each
+// continuous level mapped to the nearest timestep by interpolating log sigma. Refuses a step count
+// that repeats a timestep, naming the largest that does not.
+std::vector<int64_t> noise_level_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
+                                           const std::string& spacing);
+
+// Any of the six spacings: what DDIMSampler runs (vmddpm_deploy.diffusion.schedule.inference_timesteps).
+std::vector<int64_t> inference_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
+                                         const std::string& spacing);
+
 class DDIMSampler {
  public:
   DDIMSampler(const std::vector<double>& alphas_cumprod, int64_t steps, double eta, const std::string& spacing,

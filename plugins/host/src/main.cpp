@@ -37,6 +37,7 @@ const char* const kUsage =
     "  vmddpm_host sample --export-dir DIR [--engine PLAN | --replay FILE] [--plugin-lib PATH]\n"
     "                     [--n 16] [--batch-size 8] [--steps 20] [--eta 0] [--spacing leading]\n"
     "                     [--seed 0] [--out samples] [--npy FILE] [--no-images]\n"
+    "                     --spacing: leading, trailing, linspace, quadratic, logsnr or karras\n"
     "  vmddpm_host noise --seed S --index I --stream R --count N --out FILE.npy\n"
     "  vmddpm_host info --export-dir DIR\n"
     "\n"
