@@ -102,3 +102,27 @@ def test_bad_arguments(tmp_path, micro_ckpt, args, message):
     assert result.exit_code == 2
     assert message in error_line(result)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_export_finds_its_checkpoint_from_any_working_directory(tmp_path, micro_config, monkeypatch):
+    project = tmp_path / "project"
+    save_checkpoint(init_checkpoint(micro_config, NoiseSchedule(), seed=1), project / "run" / "ckpt.pt")
+    monkeypatch.chdir(project)
+    exported = invoke("export", "run/ckpt.pt", "-o", "exports/ckpt", "--ops", "portable", "--dtype", "fp32", "--quiet")
+    assert exported.exit_code == 0, exported.output
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    export_dir = project / "exports" / "ckpt"
+    explicit = invoke("sample", export_dir, "--backend", "torch", "--n", 1, "--steps", 2, "--out", "a", "--quiet")
+    assert explicit.exit_code == 0, explicit.output
+    auto = invoke("sample", export_dir, "--n", 1, "--steps", 2, "--out", "b")
+    assert auto.exit_code == 0, auto.output
+    assert "backend torch" in auto.output and "note:" not in auto.output
+
+    # Export and run moved together: the path relative to the export directory still finds the checkpoint.
+    moved = tmp_path / "moved"
+    os.rename(project, moved)
+    again = invoke("sample", moved / "exports" / "ckpt", "--n", 1, "--steps", 2, "--out", "c")
+    assert again.exit_code == 0 and "backend torch" in again.output, again.output

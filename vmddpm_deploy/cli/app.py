@@ -35,6 +35,11 @@ def print_error(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def print_note(message: str) -> None:
+    """One ``note:`` line on stderr: something the user should know that does not stop the command."""
+    console.print(f"[yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 #: click's ClickException, of the click that Typer runs on (Typer >= 0.29 carries its own copy of
 #: click, so the name is reached through a public Typer exception rather than ``import click``).
 _CLICK_EXCEPTION = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException")

@@ -17,6 +17,7 @@ from vmddpm_deploy.cli.app import (
     SamplerName,
     Spacing,
     app,
+    print_note,
     progress_callback,
     reports_errors,
 )
@@ -147,6 +148,12 @@ def sample(
         shard=shard_spec, batch_size=batch_size, scheduler=_scheduler_choice(scheduler, scheduler_config),
         spacing=None if spacing is None else spacing.value, precision=precision.value,
     )
+    if backend is Backend.auto:
+        from vmddpm_deploy.runtime.source import auto_fallback_note
+
+        note = auto_fallback_note(plan.source)
+        if note:
+            print_note(note)
     with progress_callback("sampling", quiet) as report:
         summary = run_sample_job(
             plan, out, backend=backend.value, device=device, resume=resume, ray=ray, workers=workers,
