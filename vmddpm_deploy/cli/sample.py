@@ -86,6 +86,9 @@ def sample(
     ] = ImageFormat.png,
     shard: Annotated[str, typer.Option(help="Make only indices i with i % N == I, given as I/N.")] = "0/1",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out (same settings).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Replace the samples --out holds (this shard's) instead of refusing them.")
+    ] = False,
     backend: Annotated[
         Backend,
         typer.Option(
@@ -156,7 +159,7 @@ def sample(
             print_note(note)
     with progress_callback("sampling", quiet) as report:
         summary = run_sample_job(
-            plan, out, backend=backend.value, device=device, resume=resume, ray=ray, workers=workers,
+            plan, out, backend=backend.value, device=device, resume=resume, force=force, ray=ray, workers=workers,
             on_progress=report,
         )
     if quiet:

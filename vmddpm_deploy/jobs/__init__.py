@@ -29,6 +29,7 @@ def run_sample_job(
     backend: str,
     device: str,
     resume: bool,
+    force: bool = False,
     ray: str | None = None,
     workers: int | None = None,
     on_progress: Callable[[float, int], None] | None = None,
@@ -37,13 +38,18 @@ def run_sample_job(
 
     ``ray`` None samples here; else it is the Ray address (``local``, ``auto``, ``HOST:PORT``) and
     ``workers`` Ray workers make the shards. ``on_progress(images_done, images_total)`` follows
-    the run (fractional while a batch is being denoised).
+    the run (fractional while a batch is being denoised). ``force`` replaces the samples ``out``
+    holds (with Ray: all of them, before the workers start) instead of refusing them.
     """
+    if force and resume:
+        raise InvalidArgumentError("--force starts the samples afresh and --resume continues them; pass one")
     report = on_progress or (lambda done, total: None)
     if ray is None:
         if workers is not None:
             raise InvalidArgumentError("--workers applies to --ray only")
-        output, denoiser, backend = prepare_job(plan, out, backend=backend, device=device, resume=resume)
+        output, denoiser, backend = prepare_job(
+            plan, out, backend=backend, device=device, resume=resume, force=force
+        )
         total = len(plan.settings.shard.indices(plan.settings.n))
         done = float(total - len(output.todo))
         report(done, total)
@@ -56,9 +62,12 @@ def run_sample_job(
         summary = sampling.sample_shard(output, denoiser, plan.make_sampler(), plan.image_shape, device, on_step)
         summary |= {"backend": backend, "precision": output.settings.precision}
     else:
+        from vmddpm_deploy.jobs.output_dir import remove_samples
         from vmddpm_deploy.jobs.ray_workers import RayJob
 
         total = plan.settings.n
+        if force:
+            remove_samples(out, Shard())
         ray_job = RayJob(
             plan.source.path, plan.settings, out, backend=backend, device=device, resume=resume, address=ray,
             workers=workers,
