@@ -27,7 +27,9 @@ def test_cross_order_portable_export_runs_batches_1_and_3(tmp_path):
 
     result = invoke("export", ckpt, "-o", out, "--ops", "portable", "--dtype", "fp32", "--force", "--quiet")
     assert result.exit_code == 0, result.output
-    assert "denoiser.portable.onnx" in result.output and f"wrote {out}" in result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["file", "graph", "ops", "size"] and lines[1].split()[:3] == ["denoiser.portable.onnx", "portable", "portable"]
+    assert f"wrote {out} (1 graph + manifest.json)" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["denoiser.portable.onnx", "manifest.json"]  # --force replaced it
     manifest = read_manifest(out)
     assert list(manifest.graphs) == ["portable"] and manifest.config.scan_order == "cross"

@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Annotated, Any, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -50,6 +50,9 @@ class OneLineUsageErrors(TyperGroup):
     in a usage box of several lines; here it is one ``error:`` line and exit 2, like every other
     bad input. Help (``--help``, or no arguments at all) prints as usual."""
 
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_metavars(super().get_params(ctx))
+
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
@@ -66,7 +69,43 @@ class OneLineUsageErrors(TyperGroup):
         sys.exit(result if isinstance(result, int) else 0)  # typer.Exit(code) arrives as its code
 
 
-app = typer.Typer(
+class PlainHelpCommand(TyperCommand):
+    """Help written as Unix tools write it: ``Usage: vmddpm-deploy export [OPTIONS] CHECKPOINT`` and
+    no value type beside a flag. (Typer 0.29 writes ``{checkpoint}`` for a required argument and
+    ``<bool>`` beside every flag, which reads as if the flag took a value.)"""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_metavars(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+def _plain_metavars(params: list[Any]) -> list[Any]:
+    """Flags show no value type; an argument is named in capitals (``SOURCE``), in help and errors alike."""
+    for param in params:
+        if param.metavar is None and isinstance(param, TyperArgument):
+            param.metavar = param.name.upper()
+        elif param.metavar is None and getattr(param, "is_flag", False):
+            param.metavar = ""
+    return params
+
+
+class VmddpmTyper(typer.Typer):
+    """A Typer app whose commands are :class:`PlainHelpCommand` unless a command names its class."""
+
+    def command(self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or PlainHelpCommand, **kwargs)
+
+
+app = VmddpmTyper(
     name="vmddpm-deploy",
     help="Export, accelerate and sample VM-DDPM (Vision Mamba diffusion) medical image models.",
     cls=OneLineUsageErrors,
@@ -166,9 +205,21 @@ def wide_console() -> Console:
     return Console(width=max(Console().width, 120))
 
 
+class _Progress(Progress):
+    """rich's Progress, less the empty line its ``stop`` prints on a console that is not a terminal
+    (a log file, a pipe) when the bar never started or leaves nothing behind (``transient``, or no
+    task yet): an ``error:`` line after it would follow a stray blank line."""
+
+    def stop(self) -> None:
+        if self.live.transient or not self.tasks:
+            self.live.stop()  # nothing when never started
+        else:
+            super().stop()
+
+
 def progress_bar(quiet: bool = False, transient: bool = False) -> Progress:
     """``transient``: the bar disappears when done (or failed), e.g. before a summary table."""
-    return Progress(
+    return _Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
