@@ -189,3 +189,14 @@ def test_auto_says_in_one_line_why_it_falls_back_to_onnxruntime(exported, tmp_pa
                      f"was made from, and {rewritten / ckpt.name} changed since the export (its sha256 differs); "
                      "pass that checkpoint as SRC, or re-export"]
     assert "backend onnxruntime" in result.output
+
+
+def test_a_run_folder_as_src_suggests_its_checkpoint(exported, tmp_path):
+    ckpt, _ = exported
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ckpt, run / "ckpt.pt")
+    result = CliRunner().invoke(app, ["sample", str(run), "--out", str(tmp_path / "o")])
+    assert result.exit_code == ArtifactError.exit_code
+    assert result.output.strip() == f"error: {run} is a folder holding ckpt.pt, not an export directory; did you mean {run / 'ckpt.pt'}?"
+    assert not (tmp_path / "o").exists()

@@ -4,11 +4,13 @@ consoles, progress bars, option parsing and the choice enums (derived from the l
 from __future__ import annotations
 
 import functools
-import sys
+import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -25,6 +27,7 @@ from rich.progress import (
 )
 
 from vmddpm_deploy import __version__, choices as names
+from vmddpm_deploy.atomic_write import write_atomic
 from vmddpm_deploy.errors import InvalidArgumentError, VmddpmError
 
 console = Console(stderr=True)
@@ -250,6 +253,40 @@ def progress_callback(description: str, quiet: bool = False) -> Iterator[Callabl
         yield report
     finally:
         progress.stop()
+
+
+#: ``--json PATH`` is one convention in every command that reports a result (evaluate, check, bench):
+#: the result also goes to PATH as JSON, or with ``--json -`` to stdout instead of the text.
+JSON_HELP = "Also write the result as JSON to this file; '-' prints the JSON to stdout instead of the text."
+
+
+def json_to_stdout(target: Path | None) -> bool:
+    """Whether ``--json`` asks for the JSON on stdout (``-``) rather than text."""
+    return target is not None and str(target) == "-"
+
+
+def write_json(target: Path | None, payload: dict[str, Any]) -> None:
+    """``--json``: ``payload`` to file ``target`` (atomically), to stdout for ``-``, nowhere for None."""
+    if json_to_stdout(target):
+        typer.echo(json.dumps(payload))
+    elif target is not None:
+        data = (json.dumps(payload, indent=2) + "\n").encode()
+        write_atomic(target, lambda handle: handle.write(data))
+
+
+def resolve_device(text: str):
+    """``--device``: auto (cuda when PyTorch sees a GPU, else cpu), cpu, cuda, cuda:N; one error line otherwise."""
+    import torch
+
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise InvalidArgumentError(f"--device {text!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"--device {text}: no CUDA GPU is visible to PyTorch; use --device cpu")
+    return device
 
 
 def parse_csv(text: str, option: str) -> list[str]:

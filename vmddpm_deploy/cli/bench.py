@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,12 +9,15 @@ import typer
 
 from vmddpm_deploy.atomic_write import write_atomic
 from vmddpm_deploy.cli.app import (
+    JSON_HELP,
     app,
     console,
+    json_to_stdout,
     parse_csv,
     parse_positive_int,
     reports_errors,
     wide_console,
+    write_json,
 )
 from vmddpm_deploy.errors import InvalidArgumentError
 
@@ -49,7 +51,7 @@ def bench(
         str | None,
         typer.Option(help="Row the speedups are measured against (default: torch-reference, else torch, else the first)."),
     ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", metavar="PATH", help=JSON_HELP)] = None,
     plot: Annotated[Path | None, typer.Option(help="Also plot latency vs batch size (needs matplotlib).")] = None,
 ) -> None:
     """Time the denoiser of each backend side by side, in one run, and report speedups.
@@ -113,12 +115,11 @@ def bench(
             f"{row['first_call_seconds']:.2f}",
             "-" if speedup is None else f"{speedup:.2f}",
         )
-    wide_console().print(table)
+    if not json_to_stdout(json_path):
+        wide_console().print(table)
     payload = {"source": str(source), "device": device, "steps": steps, "warmup": warmup, "iters": iters,
                "baseline": baseline, "rows": rows}
-    if json_path is not None:
-        data = json.dumps(payload, indent=2).encode()
-        write_atomic(json_path, lambda handle: handle.write(data))
+    write_json(json_path, payload)
     if plot is not None:
         _plot_latency(rows, plot)
 

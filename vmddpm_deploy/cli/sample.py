@@ -20,6 +20,7 @@ from vmddpm_deploy.cli.app import (
     print_note,
     progress_callback,
     reports_errors,
+    resolve_device,
 )
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 from vmddpm_deploy.choices import IMAGE_FORMATS
@@ -96,7 +97,7 @@ def sample(
             "tensorrt (export dir with an engine), auto (the fastest of these that runs SRC here)."
         ),
     ] = Backend.auto,
-    device: Annotated[str, typer.Option(help="Device: cpu, cuda, cuda:1.")] = "cpu",
+    device: Annotated[str, typer.Option(help="Device: auto (cuda when present, as in train), cpu, cuda, cuda:1.")] = "auto",
     ray: Annotated[
         str | None,
         typer.Option(
@@ -143,6 +144,8 @@ def sample(
     if not 0 <= seed < 2**64:
         raise InvalidArgumentError(f"--seed must be in [0, 2^64), got {seed}")
     shard_spec = Shard.parse(shard)
+    if device == "auto":
+        device = str(resolve_device(device))
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} exists and is not a directory; choose another --out")
 

@@ -19,6 +19,7 @@ from vmddpm_deploy.cli.app import (
     console,
     progress_bar,
     reports_errors,
+    resolve_device,
 )
 from vmddpm_deploy.errors import InvalidArgumentError
 
@@ -135,7 +136,7 @@ def train(
     request = TrainRequest(
         data=data,
         output=output,
-        device=_resolve_device(device),
+        device=resolve_device(device),
         load_options=LoadOptions(
             layout=layout,
             modality=modality,
@@ -210,20 +211,6 @@ class _ProgressBars:
 
     def stop_requested(self) -> None:
         console.print("[yellow]stopping[/]: finishing this step and writing a checkpoint (Ctrl-C again to abort)")
-
-
-def _resolve_device(text: str):
-    import torch
-
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise InvalidArgumentError(f"--device {text!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError(f"--device {text}: no CUDA GPU is visible to PyTorch; use --device cpu")
-    return device
 
 
 def _parse_pair(text: str, option: str) -> tuple[float, float]:

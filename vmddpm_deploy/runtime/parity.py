@@ -95,12 +95,15 @@ def compare(eps: torch.Tensor, reference: torch.Tensor, atol: float, rtol: float
     max rel divides by max(|reference|, 1e-3): elements of eps near 0 would make it meaningless.
     """
     error = (eps - reference).abs()
+    allowed = atol + rtol * reference.abs()
     return {
         "max_abs": error.max().item(),
         "max_rel": (error / reference.abs().clamp_min(1e-3)).max().item(),
         "atol": atol,
         "rtol": rtol,
-        "passed": bool((error <= atol + rtol * reference.abs()).all()),
+        # What the verdict is made on: the largest error as a fraction of what its element allows.
+        "max_error_over_allowed": (error / allowed).max().item(),
+        "passed": bool((error <= allowed).all()),
     }
 
 

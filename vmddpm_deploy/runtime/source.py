@@ -32,7 +32,7 @@ from vmddpm_deploy.checkpoint import Checkpoint, checkpoint_sha256, is_pretraine
 from vmddpm_deploy.diffusion import Denoiser, NoiseSchedule
 from vmddpm_deploy.choices import CHECK_ONLY_BACKENDS, SAMPLING_BACKENDS, SAMPLING_PRECISIONS
 from vmddpm_deploy.digests import sha256_file
-from vmddpm_deploy.errors import InvalidArgumentError
+from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
 from vmddpm_deploy.export.manifest import MANIFEST_NAME, Manifest, read_manifest
 from vmddpm_deploy.model import ModelConfig
 
@@ -89,6 +89,12 @@ def open_source(path: str | os.PathLike) -> DenoiserSource:
     path = Path(path)
     if (path.is_dir() and not is_pretrained_directory(path)) or path.suffix == ".plan" or path.name == MANIFEST_NAME:
         export_dir = path if path.is_dir() else path.parent
+        checkpoints = sorted(export_dir.glob("*.pt")) if not (export_dir / MANIFEST_NAME).exists() else []
+        if path.is_dir() and checkpoints:  # a training run's folder
+            raise ArtifactError(
+                f"{path} is a folder holding {', '.join(p.name for p in checkpoints[:3])}, not an export directory; "
+                f"did you mean {checkpoints[0]}?"
+            )
         manifest = read_manifest(export_dir)  # ArtifactError on a missing/corrupt artifact
         return DenoiserSource(
             "export", path, manifest.config, manifest.schedule, sha256_file(manifest.path), manifest=manifest
