@@ -109,6 +109,14 @@ def sample(
     workers: Annotated[
         int | None, typer.Option(help="With --ray: number of workers (default: one per GPU, or per CPU).")
     ] = None,
+    record_eps: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Also record every denoiser call (t, x, eps) to FILE for the C++ host's `vmddpm_host sample "
+            "--replay FILE` (DDIM, a whole job without --resume, --shard or --ray).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar; print one JSON summary line.")] = False,
 ) -> None:
     """Generate images with DDPM, DDIM, multistep DDIM (ddim-ab2 / ddim-ab3), DPM-Solver++ or a diffusers
@@ -162,7 +170,7 @@ def sample(
             print_note(note)
     with progress_callback("sampling", quiet) as report:
         summary = run_sample_job(
-            plan, out, backend=backend.value, device=device, resume=resume, force=force, ray=ray, workers=workers,
+            plan, out, backend=backend.value, device=device, resume=resume, force=force, record_eps=record_eps, ray=ray, workers=workers,
             on_progress=report,
         )
     if quiet:
@@ -174,6 +182,14 @@ def sample(
             f"denoiser call at batch {summary['batch_size']}, {summary['sampler']} {steps} steps"
             f"{' ' + summary['spacing'] if summary['spacing'] else ''}, backend {summary['backend']} "
             f"{summary['precision']})"
+        )
+    if "eps_recording" in summary and not quiet:
+        export_dir = source if plan.source.kind == "export" else "EXPORT_DIR"
+        typer.echo(
+            f"recorded {summary['eps_recording']['calls']} denoiser calls to {record_eps}; replay them with: "
+            f"vmddpm_host sample --export-dir {export_dir} --replay {record_eps} --n {n} --batch-size "
+            f"{summary['batch_size']} --steps {steps} --eta {eta:g} --seed {seed}"
+            + (f" --spacing {summary['spacing']}" if summary["spacing"] else "")
         )
 
 
