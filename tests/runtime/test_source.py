@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,3 +201,21 @@ def test_a_run_folder_as_src_suggests_its_checkpoint(exported, tmp_path):
     assert result.exit_code == ArtifactError.exit_code
     assert result.output.strip() == f"error: {run} is a folder holding ckpt.pt, not an export directory; did you mean {run / 'ckpt.pt'}?"
     assert not (tmp_path / "o").exists()
+
+
+def test_auto_says_why_it_does_not_run_the_exports_engine(exported, tmp_path):
+    import importlib.util
+
+    from vmddpm_deploy.export.manifest import file_record
+
+    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
+        pytest.skip("TensorRT and a GPU are here: auto would try the engine")
+    _, export_dir = exported
+    copy = Path(shutil.copytree(export_dir, tmp_path / "with-engine"))
+    (copy / "denoiser.fp16.plan").write_bytes(b"an engine built elsewhere")
+    data = json.loads((copy / "manifest.json").read_text())
+    data["engines"] = {"denoiser.fp16.plan": {"precision": "fp16", **file_record(copy / "denoiser.fp16.plan")}}
+    (copy / "manifest.json").write_text(json.dumps(data))
+    why = "TensorRT is not installed" if importlib.util.find_spec("tensorrt") is None else "no CUDA GPU is visible"
+    note = auto_fallback_note(open_source(copy))
+    assert note.startswith(f"backend auto: torch, not tensorrt: the export has engines but {why}")

@@ -170,8 +170,8 @@ def sample(
             print_note(note)
     with progress_callback("sampling", quiet) as report:
         summary = run_sample_job(
-            plan, out, backend=backend.value, device=device, resume=resume, force=force, record_eps=record_eps, ray=ray, workers=workers,
-            on_progress=report,
+            plan, out, backend=backend.value, device=device, resume=resume, force=force, record_eps=record_eps,
+            ray=ray, workers=workers, on_progress=report,
         )
     if quiet:
         typer.echo(json.dumps(summary))
