@@ -28,13 +28,23 @@ from pathlib import Path
 
 import torch
 
-from vmddpm_deploy.checkpoint import Checkpoint, checkpoint_sha256, is_pretrained_directory, load_checkpoint
+from vmddpm_deploy.checkpoint import (
+    TORCH_SAVE_SUFFIXES,
+    Checkpoint,
+    checkpoint_sha256,
+    is_pretrained_directory,
+    load_checkpoint,
+)
 from vmddpm_deploy.diffusion import Denoiser, NoiseSchedule
 from vmddpm_deploy.choices import CHECK_ONLY_BACKENDS, SAMPLING_BACKENDS, SAMPLING_PRECISIONS
 from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
 from vmddpm_deploy.export.manifest import MANIFEST_NAME, Manifest, read_manifest
 from vmddpm_deploy.model import ModelConfig
+
+
+#: Files a training run's folder holds its checkpoint in (``train -o``'s default, and the older form).
+CHECKPOINT_SUFFIXES = (".safetensors", *TORCH_SAVE_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,9 @@ def open_source(path: str | os.PathLike) -> DenoiserSource:
     path = Path(path)
     if (path.is_dir() and not is_pretrained_directory(path)) or path.suffix == ".plan" or path.name == MANIFEST_NAME:
         export_dir = path if path.is_dir() else path.parent
-        checkpoints = sorted(export_dir.glob("*.pt")) if not (export_dir / MANIFEST_NAME).exists() else []
+        checkpoints = [] if (export_dir / MANIFEST_NAME).exists() else sorted(
+            child for child in export_dir.iterdir() if child.suffix in CHECKPOINT_SUFFIXES and child.is_file()
+        )
         if path.is_dir() and checkpoints:  # a training run's folder
             raise ArtifactError(
                 f"{path} is a folder holding {', '.join(p.name for p in checkpoints[:3])}, not an export directory; "
