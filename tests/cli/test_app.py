@@ -70,7 +70,7 @@ def test_help_and_version_load_no_torch(args):
     assert "torch" not in _modules_after(code)
 
 
-@pytest.mark.parametrize("command,usage", [("export", "[OPTIONS] CHECKPOINT"), ("evaluate", "[OPTIONS] GENERATED REAL"),
+@pytest.mark.parametrize("command,usage", [("export", "[OPTIONS] CHECKPOINT"), ("evaluate", "[OPTIONS] GENERATED [REAL]"),
                                            ("sample", "[OPTIONS] SOURCE")])
 def test_usage_names_arguments_in_capitals_and_flags_take_no_value(command, usage):
     output = invoke(command, "--help").output

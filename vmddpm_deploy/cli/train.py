@@ -24,7 +24,7 @@ from vmddpm_deploy.cli.app import (
     reports_errors,
     resolve_device,
 )
-from vmddpm_deploy.diffusion.reverse_process import DEFAULT_STEPS
+from vmddpm_deploy.choices import DEFAULT_STEPS
 from vmddpm_deploy.errors import InvalidArgumentError
 
 DATA = "Data"
