@@ -206,16 +206,17 @@ def test_a_run_folder_as_src_suggests_its_checkpoint(exported, tmp_path):
 def test_auto_says_why_it_does_not_run_the_exports_engine(exported, tmp_path):
     import importlib.util
 
-    from vmddpm_deploy.export.manifest import file_record
+    from vmddpm_deploy.export.manifest import EngineRecord, file_record, read_manifest, write_manifest
 
     if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
         pytest.skip("TensorRT and a GPU are here: auto would try the engine")
     _, export_dir = exported
     copy = Path(shutil.copytree(export_dir, tmp_path / "with-engine"))
     (copy / "denoiser.fp16.plan").write_bytes(b"an engine built elsewhere")
-    data = json.loads((copy / "manifest.json").read_text())
-    data["engines"] = {"denoiser.fp16.plan": {"precision": "fp16", **file_record(copy / "denoiser.fp16.plan")}}
-    (copy / "manifest.json").write_text(json.dumps(data))
+    engine = EngineRecord(graph="fp16", precision="fp16", min_batch=1, opt_batch=8, max_batch=32, tensorrt="10.14.1.48",
+                          gpu="NVIDIA H100 80GB HBM3", compute_capability="9.0", plugin_library="libvmddpm_trt_plugins.so",
+                          plugin_library_sha256="cd" * 32, **file_record(copy / "denoiser.fp16.plan"))
+    write_manifest(read_manifest(copy).with_engine("denoiser.fp16.plan", engine))
     why = "TensorRT is not installed" if importlib.util.find_spec("tensorrt") is None else "no CUDA GPU is visible"
     note = auto_fallback_note(open_source(copy))
     assert note.startswith(f"backend auto: torch, not tensorrt: the export has engines but {why}")
