@@ -170,7 +170,7 @@ def test_sample_records_spacing_and_precision_and_resume_checks_them(tmp_path, m
     assert settings["spacing"] == "quadratic" and settings["precision"] == "bf16" and settings["sampler"] == "ddim-ab2"
     changed = invoke(*args, "--precision", "fp32", "--resume")
     assert changed.exit_code == 2
-    assert "--resume with different settings: precision was 'bf16', now 'fp32'" in error_line(changed)
+    assert "--resume with different settings: --precision was bf16, now fp32;" in error_line(changed)
     resumed = invoke(*args, "--precision", "bf16", "--resume")
     assert resumed.exit_code == 0, resumed.output
 

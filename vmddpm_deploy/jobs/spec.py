@@ -86,8 +86,8 @@ def setting_difference(key: str, recorded: Any, wanted: Any) -> tuple[str, Any, 
 #: size are how the job is run. A diffusers scheduler's config is named down to the entry that differs.
 SETTING_OPTIONS = {
     "source_sha256": "SRC", "n": "--n", "image_format": "--format", "sampler": "--sampler", "steps": "--steps",
-    "scheduler": "scheduler", "eta": "--eta", "seed": "--seed", "precision": "--precision", "shard": "--shard",
-    "batch_size": "--batch-size",
+    "spacing": "--spacing", "scheduler": "scheduler", "eta": "--eta", "seed": "--seed", "precision": "--precision",
+    "shard": "--shard", "batch_size": "--batch-size",
 }
 
 
