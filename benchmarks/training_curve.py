@@ -53,8 +53,8 @@ def measure(checkpoint: Path, n: int) -> dict:
         sample_s = time.perf_counter() - started
         generated = samples / "samples.npz"
         heldout = run_json(["evaluate", str(generated), "bundled:heldout", "--n", str(HELDOUT_N),
-                            "--no-cache", "--json"])
-        train = run_json(["evaluate", str(generated), "bundled:train", "--no-cache", "--json"])
+                            "--no-cache", "--json", "-"])
+        train = run_json(["evaluate", str(generated), "bundled:train", "--no-cache", "--json", "-"])
     return {
         "sample_seconds": round(sample_s, 1),
         "heldout": {"n": HELDOUT_N, "fid": heldout["fid"], "kid": heldout["kid"]},

@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vmddpm_deploy.benchmark import SCAN_FREE, BenchTarget, run_bench
+from vmddpm_deploy.benchmark import SCAN_FREE, BenchTarget, ThreadReport, run_bench, thread_report, unrankable_rows
 from vmddpm_deploy.cli import app
 from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
 from vmddpm_deploy.ops import dispatch, selective_scan
@@ -118,3 +118,50 @@ def test_bench_bf16_rows_beside_the_fp32_ones(tmp_path, micro_ckpt):
     rows = json.loads(out.read_text())["rows"]
     assert [r["backend"] for r in rows] == ["torch", "torch-bf16", "scan-free", "scan-free-bf16"]
     assert all(r["median_ms"] > 0 and r["speedup_vs_torch"] > 0 for r in rows)
+
+
+def test_each_row_reports_its_own_peak_memory_not_the_process_high_water_mark():
+    def heavy(x, t):
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched so that it is resident
+        return x + block[:1]
+
+    def light(x, t):
+        return x + 1
+
+    sampler = make_sampler("ddim", NoiseSchedule(), 2)
+    rows = run_bench([BenchTarget("heavy", heavy), BenchTarget("light", light)], (1, 4, 4), [1], sampler, 1, 3, "heavy")
+    peaks = {row["backend"]: row["peak_memory_mb"] for row in rows}
+    # The light row runs after the heavy one: a process high-water mark would give it the heavy peak.
+    assert peaks["heavy"] - peaks["light"] > 48, peaks
+
+
+def test_rows_closer_than_their_spread_are_named_as_unrankable():
+    def row(name, median, p90, batch=1):
+        return {"backend": name, "batch": batch, "median_ms": median, "p90_ms": p90}
+
+    rows = [row("torch", 100, 150), row("scan-free", 110, 112), row("reference", 400, 420),
+            row("torch", 50, 51, batch=8), row("scan-free", 80, 81, batch=8)]
+    lines = unrankable_rows(rows)
+    # torch vs scan-free at batch 1: 10% apart, torch's calls spread 50%; reference is 264% slower (spread 5%).
+    assert len(lines) == 1 and lines[0].startswith("batch 1: torch and scan-free differ by 10% but their calls spread by up to 50%")
+
+
+def test_thread_report_advises_fewer_threads_only_when_one_is_faster():
+    assert ThreadReport(2, 2, (5.0, 4.0, 3.0), probe_ms=30.0, probe_ms_one_thread=2.0).advice() == (
+        "fewer threads are faster here now (30.0 ms against 2.0 ms at 1 thread; load 5.0 on 2 cores): "
+        "set OMP_NUM_THREADS=1 or lower")
+    assert ThreadReport(2, 2, (0.1, 0.1, 0.1), probe_ms=1.0, probe_ms_one_thread=1.9).advice() is None
+    threads = torch.get_num_threads()
+    report = thread_report()
+    assert report.threads == threads == torch.get_num_threads() and report.cores >= 1  # the count is restored
+    assert (report.probe_ms is None) == (threads == 1)
+    assert report.summary().startswith(f"{threads} torch threads on {report.cores} cores, load ")
+
+
+def test_bench_json_on_stdout_has_the_threads_and_no_table(micro_ckpt):
+    result = runner.invoke(app, ["bench", str(micro_ckpt), "--backends", "torch", "--batch-sizes", "1", "--iters", "2",
+                                 "--warmup", "0", "--steps", "3", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads([line for line in result.output.splitlines() if line.startswith("{")][0])
+    assert payload["threads"]["threads"] == torch.get_num_threads() and payload["rows"][0]["backend"] == "torch"
+    assert "median ms" not in result.output

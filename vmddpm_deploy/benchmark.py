@@ -9,12 +9,14 @@ builds them, :func:`run_bench` times them.
 
 from __future__ import annotations
 
+import re
 import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -210,10 +212,101 @@ def sampler_step_ms(sampler: Sampler, x: torch.Tensor, iters: int = 20) -> float
     return 1000.0 * (time.perf_counter() - begin) / iters
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak for :func:`peak_memory_mb`: on CPU, Linux resets the process's peak RSS
+    (VmHWM) when "5" is written to /proc/self/clear_refs."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux, or not allowed: the peak is then the process's since it started
+
+
 def peak_memory_mb(device: torch.device) -> float:
+    """The most memory held since :func:`reset_peak_memory`: allocated on the GPU, resident on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)[1]) / 1024
+    except (OSError, TypeError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def unrankable_rows(rows: Sequence[dict]) -> list[str]:
+    """One line per pair of rows at one batch size whose medians differ by less than their calls
+    spread (p90 over median): with so few or so noisy calls their order is chance."""
+    lines = []
+    for batch in dict.fromkeys(row["batch"] for row in rows):
+        mine = sorted((row for row in rows if row["batch"] == batch), key=lambda row: row["median_ms"])
+        for faster, slower in zip(mine, mine[1:]):
+            gap = slower["median_ms"] / faster["median_ms"] - 1
+            spread = max(row["p90_ms"] / row["median_ms"] - 1 for row in (faster, slower))
+            if gap < spread:
+                lines.append(
+                    f"batch {batch}: {faster['backend']} and {slower['backend']} differ by {gap:.0%} but their calls "
+                    f"spread by up to {spread:.0%} (p90 over median): too wide to rank them; raise --iters or "
+                    "bench on a quieter machine"
+                )
+    return lines
+
+
+@dataclass(frozen=True)
+class ThreadReport:
+    """How many threads torch uses here, how busy the machine is, and whether fewer would be faster now."""
+
+    threads: int
+    cores: int  # the CPUs this process may run on
+    load: tuple[float, float, float]  # 1, 5 and 15 minute load averages
+    probe_ms: float | None = None  # a probe convolution at ``threads`` threads, median
+    probe_ms_one_thread: float | None = None  # the same at 1 thread
+
+    @property
+    def fewer_threads_faster(self) -> bool:
+        return self.probe_ms is not None and self.probe_ms > 1.2 * self.probe_ms_one_thread
+
+    def summary(self) -> str:
+        text = f"{self.threads} torch threads on {self.cores} cores, load {' / '.join(f'{v:.1f}' for v in self.load)}"
+        if self.probe_ms is not None:
+            text += f"; probe conv {self.probe_ms:.1f} ms at {self.threads} threads, {self.probe_ms_one_thread:.1f} at 1"
+        return text
+
+    def advice(self) -> str | None:
+        if not self.fewer_threads_faster:
+            return None
+        return (
+            f"fewer threads are faster here now ({self.probe_ms:.1f} ms against {self.probe_ms_one_thread:.1f} ms "
+            f"at 1 thread; load {self.load[0]:.1f} on {self.cores} cores): set OMP_NUM_THREADS=1 or lower"
+        )
+
+
+def thread_report(probe: bool = True, rounds: int = 5) -> ThreadReport:
+    """The thread count and load, and (``probe``) a small convolution timed at that many threads and
+    at 1, interleaved: on an oversubscribed machine torch's threads wait on each other and the
+    multi-threaded time collapses, which the load average alone does not show."""
+    import os
+
+    threads = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = tuple(os.getloadavg()) if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    if not probe or threads == 1:
+        return ThreadReport(threads, cores, load)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 32, 32, 32, generator=generator)
+    weight = torch.randn(32, 32, 3, 3, generator=generator)
+    times: dict[int, list[float]] = {threads: [], 1: []}
+    try:
+        for _ in range(rounds):
+            for count in (threads, 1):
+                torch.set_num_threads(count)
+                begin = time.perf_counter()
+                torch.nn.functional.conv2d(x, weight, padding=1)
+                times[count].append(1000.0 * (time.perf_counter() - begin))
+    finally:
+        torch.set_num_threads(threads)
+    return ThreadReport(threads, cores, load, statistics.median(times[threads]), statistics.median(times[1]))
 
 
 def run_bench(
@@ -231,9 +324,9 @@ def run_bench(
     Within a batch size the timed calls go round-robin over the targets (after each target's
     warm-up), so a burst of load from elsewhere on a shared machine slows every row alike and
     the speedups, the numbers worth reading there, hold; timed one row after another, two runs
-    of the same command moved the torch / scan-free ratio by 15%. Peak memory: on a GPU the most
-    allocated during the target's own calls; on CPU the process's peak RSS once the target has
-    warmed up (getrusage only rises, so later rows include earlier ones).
+    of the same command moved the torch / scan-free ratio by 15%. Peak memory: the most held
+    during the target's own calls (the peak is reset before each), allocated on a GPU, resident
+    on CPU (the whole process's, so every row includes the weights of all the rows' models).
 
     A full run's images/s is ``batch / (steps * (median call + sampler step))``: the sampling
     loop adds nothing else per step, so this avoids re-running slow rows end to end.
@@ -247,8 +340,7 @@ def run_bench(
         inputs = [(x_cpu.to(target.device, target.dtype), t_cpu.to(target.device)) for target in targets]
         peaks, first_calls = [], []
         for target, (x, t) in zip(targets, inputs, strict=True):
-            if target.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(target.device)
+            reset_peak_memory(target.device)
             with target.context():
                 # The first call at a shape pays one-off costs (torch.compile's compilation, oneDNN's
                 # kernel selection, CUDA graph capture): reported apart, never in the timed calls.
@@ -261,13 +353,10 @@ def run_bench(
         times: list[list[float]] = [[] for _ in targets]
         for _ in range(iters):
             for i, (target, (x, t)) in enumerate(zip(targets, inputs, strict=True)):
-                cuda = target.device.type == "cuda"
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats(target.device)
+                reset_peak_memory(target.device)
                 with target.context():
                     times[i].append(time_call(target.denoiser, x, t))
-                if cuda:
-                    peaks[i] = max(peaks[i], peak_memory_mb(target.device))
+                peaks[i] = max(peaks[i], peak_memory_mb(target.device))
         for target, (x, _), target_times, peak, first_call in zip(
             targets, inputs, times, peaks, first_calls, strict=True
         ):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import struct
 import zlib
@@ -73,6 +74,36 @@ def png_name(index: int, total: int) -> str:
 def write_png16(path: Path, image: np.ndarray) -> None:
     png = encode_png16(image)
     write_atomic(path, lambda handle: handle.write(png))
+
+
+#: A grid's tiles are scaled up (nearest neighbour, no smoothing) to about this many pixels.
+TILE_PIXELS = 128
+
+
+def image_grid(images: np.ndarray):
+    """uint8 images (n, C, H, W), C 1 or 3, as one 8-bit RGB PIL image: a near-square grid of tiles
+    scaled up to about :data:`TILE_PIXELS`, with 2-pixel grey gaps between them."""
+    from PIL import Image
+
+    count, channels, size = len(images), images.shape[1], images.shape[-1]
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    scale = max(1, TILE_PIXELS // size)
+    tile, border = size * scale, 2
+    canvas = np.full((rows * (tile + border) - border, columns * (tile + border) - border, 3), 128, np.uint8)
+    for k, image in enumerate(images):
+        rgb = np.repeat(image, 3, axis=0) if channels == 1 else image
+        big = rgb.transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1)
+        top, left = (k // columns) * (tile + border), (k % columns) * (tile + border)
+        canvas[top : top + tile, left : left + tile] = big
+    return Image.fromarray(canvas)
+
+
+def write_image_grid(path: Path, images: np.ndarray) -> Path:
+    """:func:`image_grid` of model-range images (n, C, H, W) in [-1, 1], as an 8-bit PNG, atomically."""
+    pixels = ((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).round().astype(np.uint8)
+    grid = image_grid(pixels)
+    return write_atomic(Path(path), lambda handle: grid.save(handle, format="PNG"))
 
 
 def write_npz(path: Path, indices: np.ndarray, images: np.ndarray) -> None:

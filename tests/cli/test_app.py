@@ -26,7 +26,7 @@ def test_help_reads_like_documentation(command, phrase):
     [
         (("sample", "ckpt.pt", "--n", "ten"), "Invalid value for '--n'"),
         (("sample", "ckpt.pt", "--sampler", "ddim2"), "'ddim2' is not one of 'ddpm', 'ddim', 'ddim-ab2', 'ddim-ab3', 'dpm-solver++'"),
-        (("sample",), "Missing argument 'source'"),
+        (("sample",), "Missing argument 'SOURCE'"),
         (("frobnicate",), "No such command 'frobnicate'"),
         (("init", "--no-such-option"), "No such option: --no-such-option"),
     ],
@@ -68,3 +68,23 @@ def test_help_and_version_load_no_torch(args):
         f"try:\n    app({args!r})\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code"
     )
     assert "torch" not in _modules_after(code)
+
+
+@pytest.mark.parametrize("command,usage", [("export", "[OPTIONS] CHECKPOINT"), ("evaluate", "[OPTIONS] GENERATED [REAL]"),
+                                           ("sample", "[OPTIONS] SOURCE")])
+def test_usage_names_arguments_in_capitals_and_flags_take_no_value(command, usage):
+    output = invoke(command, "--help").output
+    assert f"Usage: vmddpm-deploy {command} {usage}" in output
+    flags = [line for line in output.splitlines() if "--help" in line or "--quiet" in line or "--force" in line]
+    assert flags and not any("<bool>" in line for line in flags)
+    assert "<bool>" not in invoke("--help").output
+
+
+@pytest.mark.parametrize("command", ["export", "demo"])
+def test_an_error_after_a_progress_bar_is_the_first_line(tmp_path, command):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    args = ("export", bad, "-o", tmp_path / "x") if command == "export" else ("demo", "--checkpoint", bad, "--out", tmp_path / "d")
+    result = invoke(*args)
+    assert result.exit_code == 4
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1, repr(result.output)

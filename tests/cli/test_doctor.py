@@ -16,6 +16,7 @@ def test_doctor_reports_native_kernels():
     assert result.exit_code == 0, result.output
     expected = "native cpu" if native_library.available() else "not loaded"
     assert expected in result.output
+    assert "cpu threads" in result.output and "torch threads on" in result.output and "load" in result.output
 
 
 @pytest.mark.parametrize("library", ["missing", "a PNG"])

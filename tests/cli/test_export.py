@@ -27,7 +27,9 @@ def test_cross_order_portable_export_runs_batches_1_and_3(tmp_path):
 
     result = invoke("export", ckpt, "-o", out, "--ops", "portable", "--dtype", "fp32", "--force", "--quiet")
     assert result.exit_code == 0, result.output
-    assert "denoiser.portable.onnx" in result.output and f"wrote {out}" in result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["file", "graph", "ops", "size"] and lines[1].split()[:3] == ["denoiser.portable.onnx", "portable", "portable"]
+    assert f"wrote {out} (1 graph + manifest.json)" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["denoiser.portable.onnx", "manifest.json"]  # --force replaced it
     manifest = read_manifest(out)
     assert list(manifest.graphs) == ["portable"] and manifest.config.scan_order == "cross"
@@ -102,3 +104,27 @@ def test_bad_arguments(tmp_path, micro_ckpt, args, message):
     assert result.exit_code == 2
     assert message in error_line(result)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_export_finds_its_checkpoint_from_any_working_directory(tmp_path, micro_config, monkeypatch):
+    project = tmp_path / "project"
+    save_checkpoint(init_checkpoint(micro_config, NoiseSchedule(), seed=1), project / "run" / "ckpt.pt")
+    monkeypatch.chdir(project)
+    exported = invoke("export", "run/ckpt.pt", "-o", "exports/ckpt", "--ops", "portable", "--dtype", "fp32", "--quiet")
+    assert exported.exit_code == 0, exported.output
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    export_dir = project / "exports" / "ckpt"
+    explicit = invoke("sample", export_dir, "--backend", "torch", "--n", 1, "--steps", 2, "--out", "a", "--quiet")
+    assert explicit.exit_code == 0, explicit.output
+    auto = invoke("sample", export_dir, "--n", 1, "--steps", 2, "--out", "b")
+    assert auto.exit_code == 0, auto.output
+    assert "backend torch" in auto.output and "note:" not in auto.output
+
+    # Export and run moved together: the path relative to the export directory still finds the checkpoint.
+    moved = tmp_path / "moved"
+    os.rename(project, moved)
+    again = invoke("sample", moved / "exports" / "ckpt", "--n", 1, "--steps", 2, "--out", "c")
+    assert again.exit_code == 0 and "backend torch" in again.output, again.output

@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 
 from tests.cli.runner import error_line, invoke
+from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
+from vmddpm_deploy.diffusion import NoiseSchedule
 
 
 def test_sample_writes_16_bit_pngs(tmp_path, micro_ckpt):
@@ -114,10 +116,39 @@ def test_sample_refuses_to_mix_runs_without_resume(tmp_path, micro_ckpt):
     out = tmp_path / "o"
     assert invoke("sample", micro_ckpt, "--n", 2, "--steps", 2, "--out", out).exit_code == 0
     again = invoke("sample", micro_ckpt, "--n", 2, "--steps", 2, "--out", out)
-    assert again.exit_code == 5 and "pass --resume" in error_line(again)
+    assert again.exit_code == 5 and "pass --resume to continue them, --force to replace them" in error_line(again)
     changed = invoke("sample", micro_ckpt, "--n", 2, "--steps", 3, "--out", out, "--resume")
     assert changed.exit_code == 2
-    assert "--resume with different settings: steps was 2, now 3" in error_line(changed)
+    assert "--resume with different settings: --steps was 2, now 3;" in error_line(changed)
+
+
+def test_resume_mismatch_names_every_differing_setting_most_telling_first(tmp_path, micro_ckpt, micro_config):
+    out = tmp_path / "o"
+    assert invoke("sample", micro_ckpt, "--n", 4, "--steps", 2, "--out", out).exit_code == 0
+    other = save_checkpoint(init_checkpoint(micro_config, NoiseSchedule(), seed=5), tmp_path / "other.pt")
+    result = invoke("sample", other, "--n", 2, "--steps", 2, "--format", "npz", "--seed", 3, "--out", out, "--resume")
+    assert result.exit_code == 2
+    line = error_line(result)
+    # The batch size followed --n (the smaller of --n and the backend's largest): it comes last, after the cause.
+    changes = line.split("--resume with different settings: ")[1].split("; use the original")[0].split("; ")
+    assert [change.split()[0] for change in changes] == ["SRC", "--n", "--format", "--seed", "--batch-size"]
+    assert changes[1:] == ["--n was 4, now 2", "--format was png, now npz", "--seed was 0, now 3",
+                           "--batch-size was 4, now 2"]
+
+
+def test_force_replaces_the_samples_of_another_run(tmp_path, micro_ckpt):
+    out = tmp_path / "o"
+    assert invoke("sample", micro_ckpt, "--n", 3, "--steps", 2, "--out", out, "--seed", 1).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    forced = invoke("sample", micro_ckpt, "--n", 2, "--steps", 2, "--format", "npz", "--out", out, "--force")
+    assert forced.exit_code == 0, forced.output
+    left = sorted(p.name for p in out.iterdir() if p.name != ".parts")  # .parts: empty once merged
+    assert left == ["notes.txt", "progress.json", "samples.json", "samples.npz"]
+    fresh = tmp_path / "fresh"
+    assert invoke("sample", micro_ckpt, "--n", 2, "--steps", 2, "--format", "npz", "--out", fresh).exit_code == 0
+    assert (out / "samples.npz").read_bytes() == (fresh / "samples.npz").read_bytes()
+    both = invoke("sample", micro_ckpt, "--out", out, "--force", "--resume")
+    assert both.exit_code == 2 and "pass one" in error_line(both)
 
 
 @pytest.mark.parametrize("shard", ["2/2", "a/b", "1/0", "-1/3"])
@@ -139,7 +170,7 @@ def test_sample_records_spacing_and_precision_and_resume_checks_them(tmp_path, m
     assert settings["spacing"] == "quadratic" and settings["precision"] == "bf16" and settings["sampler"] == "ddim-ab2"
     changed = invoke(*args, "--precision", "fp32", "--resume")
     assert changed.exit_code == 2
-    assert "--resume with different settings: precision was 'bf16', now 'fp32'" in error_line(changed)
+    assert "--resume with different settings: --precision was bf16, now fp32;" in error_line(changed)
     resumed = invoke(*args, "--precision", "bf16", "--resume")
     assert resumed.exit_code == 0, resumed.output
 

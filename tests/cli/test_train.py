@@ -41,8 +41,8 @@ def test_micro_run_then_resume(tmp_path, pngs, micro_json):
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["steps"] == 2 and summary["images"] == 6 and summary["batch_size"] == 2
     assert load_checkpoint(out).config.image_size == 8 and is_safetensors_file(out)
-    # --resume takes the run's settings and model; only --data and --steps are repeated.
-    result = invoke("--data", pngs, "-o", out, "--steps", 3, "--resume", "--device", "cpu")
+    # --resume takes the run's settings, model and data; only --steps is given.
+    result = invoke("-o", out, "--steps", 3, "--resume", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "trained to step 3 (1 steps" in " ".join(result.output.split())
     result = invoke("--data", pngs, "-o", out, "--steps", 3, "--resume", "--lr", "5e-4", "--device", "cpu")
@@ -115,3 +115,28 @@ def test_help_reads_like_documentation():
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert "Example:" in text and "--resume" in text and "--skip-bad-files" in text and "bundled" in text
+
+
+def test_grids_use_the_sampling_default_and_are_reported_and_resized_data_noted_once(tmp_path, pngs, micro_json):
+    out = tmp_path / "ckpt.pt"
+    common = ("--data", pngs, "--config", micro_json, "--batch-size", 2, "-o", out, "--device", "cpu", "--steps", 2)
+    result = invoke(*common, "--sample-every", 1, "--sample-steps", 3)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # The PNGs are 12 x 10 and the micro model 8 x 8; no preset trains at 12, so none is suggested.
+    assert [line for line in lines if line.startswith("note:")] == [
+        "note: the images are 12x10, the model 8x8: every image is resized to it"]
+    grid_lines = [line for line in lines if "sample grid" in line]
+    assert len(grid_lines) == 1 and grid_lines[0].startswith("2 sample grid(s) (ddim 3 steps) in ")
+    assert grid_lines[0].endswith(f"{tmp_path / 'ckpt.samples'}/ (step_0000001.png, step_0000002.png)")
+
+    quiet = invoke(*common, "--sample-every", 2, "--force", "--quiet")
+    assert quiet.exit_code == 0, quiet.output
+    summary = json.loads(quiet.output.strip().splitlines()[-1])
+    assert summary["sample_grids"] == [str(tmp_path / "ckpt.samples" / "step_0000002.png")]
+    assert summary["sample_grid_seconds"] > 0
+
+
+def test_a_new_run_needs_data(tmp_path):
+    result = invoke("-o", tmp_path / "ckpt.pt", "--steps", 1)
+    assert result.exit_code == 2 and "a new training run needs --data" in error_line(result)

@@ -142,7 +142,7 @@ def test_config_from_a_file_shards_and_resume_check_it(tmp_path, micro_ckpt):
     assert other.exit_code == 0, other.output
     clash = _sample(micro_ckpt, tmp_path / "mixed", "--scheduler", UNIPC, "--scheduler-config", config_file, "--shard", "1/2")
     assert clash.exit_code == 2
-    assert "scheduler.config.solver_order 2 (progress.shard-0-of-2.json), this one would use 3" in error_line(clash)
+    assert "(progress.shard-0-of-2.json: scheduler.config.solver_order was 2, now 3)" in error_line(clash)
 
     resumed = _sample(micro_ckpt, tmp_path / "whole", "--scheduler", UNIPC, "--resume")
     assert resumed.exit_code == 2

@@ -50,7 +50,7 @@ def test_noise_is_far_from_real_slices_and_other_real_slices_are_near(tmp_path):
     noise_dir = png_folder(tmp_path / "noise", noise)
     scores = {}
     for name, folder in (("real", split), ("noise", noise_dir)):
-        result = evaluate(folder, "bundled:heldout", "--n", 12, "--metric", "fid,kid,prdc", "--json")
+        result = evaluate(folder, "bundled:heldout", "--n", 12, "--metric", "fid,kid,prdc", "--json", "-")
         assert result.exit_code == 0, result.output
         scores[name] = json.loads(result.output.strip().splitlines()[-1])
         assert scores[name]["n_generated"] == scores[name]["n_real"] == 12
@@ -71,6 +71,15 @@ def test_text_output_names_both_sets_and_the_small_n_caveat(tmp_path):
     text = " ".join(result.output.split())
     assert f"3 generated ({folder}) vs 3 real ({folder}) images" in text
     assert "FID 0.000" in text and "KID" not in text and "biased upward" in text
+
+
+@requires_extractor
+def test_json_path_writes_the_scores_to_a_file_beside_the_text(tmp_path):
+    large = png_folder(tmp_path / "large", load_bundled("heldout", 32).images[:3])
+    result = evaluate(large, large, "--metric", "fid", "--json", tmp_path / "scores.json")
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["n_generated"] == scores["n_real"] == 3 and f"FID  {scores['fid']:.3f}" in result.output
 
 
 def test_bad_inputs_are_one_line_each(tmp_path, monkeypatch):

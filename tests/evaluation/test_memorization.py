@@ -149,7 +149,7 @@ def test_cli_finds_a_planted_copy_with_the_inception_network(tmp_path):
     result = runner.invoke(
         app,
         ["evaluate", str(tmp_path / "generated.npz"), "--memorization", str(tmp_path / "train.npz"), "--heldout",
-         str(tmp_path / "heldout.npz"), "--out", str(tmp_path / "report"), "--pairs", "3", "--json"],
+         str(tmp_path / "heldout.npz"), "--out", str(tmp_path / "report"), "--pairs", "3", "--json", "-"],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])["memorization"]

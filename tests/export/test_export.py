@@ -70,7 +70,8 @@ def test_manifest_contents(tiny):
     assert data["format"] == "vmddpm-deploy-export/1"
     assert data["created_by"]["onnx"] == onnx.__version__ and data["created_by"]["torch"] == torch.__version__
     assert data["source"] == {
-        "checkpoint": str(tiny.ckpt),
+        "checkpoint": "../../tiny.pt",  # relative to the export directory: found from any working directory
+        "checkpoint_absolute": str(tiny.ckpt.resolve()),
         "sha256": hashlib.sha256(tiny.ckpt.read_bytes()).hexdigest(),
         "weights": "model",
     }

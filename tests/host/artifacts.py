@@ -1,13 +1,10 @@
-"""What the host tests feed vmddpm_host: a manifest for a checkpoint, and eps recorded from the
-Python sampler in the replay format of plugins/host/src/replay_denoiser.h."""
+"""What the host tests feed vmddpm_host: a manifest for a checkpoint (the eps it replays are
+recorded by vmddpm_deploy.runtime.eps_recording)."""
 
 from __future__ import annotations
 
 import dataclasses
-import struct
 from pathlib import Path
-
-import torch
 
 from vmddpm_deploy.checkpoint import Checkpoint
 from vmddpm_deploy.export.manifest import (
@@ -18,8 +15,6 @@ from vmddpm_deploy.export.manifest import (
     new_manifest,
     write_manifest,
 )
-
-REPLAY_MAGIC = b"VMDEPS01"
 
 
 def export_manifest(directory: Path, checkpoint: Checkpoint) -> Manifest:
@@ -53,28 +48,3 @@ def write_export_dir(directory: Path, checkpoint: Checkpoint, fp32_graph: bytes 
         )
     write_manifest(manifest)
     return directory
-
-
-class RecordingDenoiser:
-    """Wraps a Denoiser and keeps every call's (t, x, eps), in call order."""
-
-    def __init__(self, denoiser):
-        self.denoiser = denoiser
-        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        eps = self.denoiser(x, t)
-        self.calls.append((t.clone(), x.clone(), eps.clone()))
-        return eps
-
-
-def write_recording(path: Path, calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], image_shape) -> Path:
-    """The replay file: magic, u32 C, H, W, calls; per call u32 batch, i64 t, f32 x, f32 eps."""
-    with open(path, "wb") as handle:
-        handle.write(REPLAY_MAGIC + struct.pack("<4I", *image_shape, len(calls)))
-        for t, x, eps in calls:
-            handle.write(struct.pack("<I", t.shape[0]))
-            handle.write(t.numpy().astype("<i8").tobytes())
-            handle.write(x.numpy().astype("<f4").tobytes())
-            handle.write(eps.numpy().astype("<f4").tobytes())
-    return path

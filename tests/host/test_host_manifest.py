@@ -29,7 +29,7 @@ def checkpoint():
 def test_info_reads_what_python_wrote(host, checkpoint, tmp_path):
     write_manifest(export_manifest(tmp_path, checkpoint).with_engine("denoiser.fp16.b1-32.trt10.14.sm90.plan",
                                                                      EngineRecord(**ENGINE)))
-    result = host.run("info", "--export-dir", tmp_path)
+    result = host.run("info", "--export-dir", tmp_path, "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert (info["x"], info["t"], info["eps"]) == ("x", "t", "eps")
@@ -40,6 +40,34 @@ def test_info_reads_what_python_wrote(host, checkpoint, tmp_path):
         {"file": "denoiser.fp16.b1-32.trt10.14.sm90.plan", "precision": "fp16", "batch": [1, 8, 32],
          "tensorrt": "10.14.1.48", "compute_capability": "9.0", "plugin_library": "libvmddpm_trt_plugins.so"}
     ]
+
+
+def test_info_summary_is_short_and_says_what_the_build_runs(host, checkpoint, tmp_path):
+    write_manifest(export_manifest(tmp_path, checkpoint).with_engine("denoiser.fp16.b1-32.trt10.14.sm90.plan",
+                                                                     EngineRecord(**ENGINE)))
+    result = host.run("info", "--export-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5 and "alphas_cumprod" not in result.stdout
+    assert lines[1].startswith("model        ") and "image_size=16" in lines[1] and "channel_mult=1,2" in lines[1]
+    assert lines[2] == "image        3 x 16 x 16 (C x H x W); 500 train timesteps"
+    assert lines[3] == ("engines      denoiser.fp16.b1-32.trt10.14.sm90.plan: fp16, batch 1..32, TensorRT 10.14.1.48, "
+                        "compute capability 9.0")
+    # This test build has no TensorRT (tests/host/conftest.py configures without its headers).
+    assert lines[4] == "tensorrt     not compiled in: sample runs --replay only"
+
+
+def test_cmake_configure_says_whether_the_tensorrt_denoiser_is_on(tmp_path):
+    import subprocess
+
+    from tests.host.conftest import HOST_SOURCE
+    from tests.plugins.cmake_build import require_tools
+
+    require_tools("cmake")
+    result = subprocess.run(["cmake", "-S", str(HOST_SOURCE), "-B", str(tmp_path)], capture_output=True, text=True,
+                            check=False, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "vmddpm_host: TensorRT denoiser OFF (set VMDDPM_HOST_TENSORRT_INCLUDE_DIR to build it)" in result.stdout
 
 
 def _broken(data: dict, path: str, value) -> dict:

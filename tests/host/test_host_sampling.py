@@ -13,11 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.host.artifacts import RecordingDenoiser, write_export_dir, write_recording
-from vmddpm_deploy.checkpoint import init_checkpoint
+from typer.testing import CliRunner
+
+from tests.host.artifacts import write_export_dir
+from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
+from vmddpm_deploy.cli import app
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.diffusion import DEFAULT_SAMPLER, DEFAULT_STEPS, NoiseSchedule, gaussian_noise, make_sampler
 from vmddpm_deploy.outputs import png_name, to_uint16
+from vmddpm_deploy.runtime.eps_recording import EpsRecorder
 from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 from vmddpm_deploy.generation import generate
 
@@ -45,13 +49,13 @@ def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, step
     image_shape = (config.in_channels, config.image_size, config.image_size)
     n, batch_size, seed = 5, 3, 2**63 + 11  # two batches: 3 + 2; a seed above 2**63 (unsigned)
 
-    recorder = RecordingDenoiser(TorchDenoiser(checkpoint))
+    recorder = EpsRecorder(TorchDenoiser(checkpoint), tmp_path / "eps.bin", image_shape)
     sampler = make_sampler(DEFAULT_SAMPLER, checkpoint.schedule, steps or DEFAULT_STEPS, eta=eta, spacing=spacing)
     batches = list(generate(recorder, sampler, seed, list(range(n)), image_shape, batch_size))
     expected = torch.cat([x0 for _, x0 in batches]).numpy()
 
     export_dir = write_export_dir(tmp_path / "export", checkpoint)
-    recording = write_recording(tmp_path / "eps.bin", recorder.calls, image_shape)
+    recording = recorder.close()
     out = tmp_path / "samples"
     result = host.run(
         "sample", "--export-dir", export_dir, "--replay", recording, "--n", n, "--batch-size", batch_size,
@@ -59,7 +63,7 @@ def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, step
         "--out", out, "--npy", tmp_path / "x0.npy",
     )
     assert result.returncode == 0, result.stderr
-    assert f"replayed {len(recorder.calls)} denoiser calls" in result.stdout
+    assert f"replayed {recorder.calls} denoiser calls" in result.stdout
 
     images = np.load(tmp_path / "x0.npy")
     assert images.shape == expected.shape
@@ -76,11 +80,11 @@ def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, step
 def test_replay_refuses_a_recording_of_other_settings(host, micro_checkpoint, tmp_path):
     config = micro_checkpoint.config
     image_shape = (config.in_channels, config.image_size, config.image_size)
-    recorder = RecordingDenoiser(TorchDenoiser(micro_checkpoint))
+    recorder = EpsRecorder(TorchDenoiser(micro_checkpoint), tmp_path / "eps.bin", image_shape)
     sampler = make_sampler("ddim", micro_checkpoint.schedule, 4)
     list(generate(recorder, sampler, 0, [0, 1], image_shape, 2))
     export_dir = write_export_dir(tmp_path / "export", micro_checkpoint)
-    recording = write_recording(tmp_path / "eps.bin", recorder.calls, image_shape)
+    recording = recorder.close()
 
     result = host.run("sample", "--export-dir", export_dir, "--replay", recording, "--n", 2, "--batch-size", 2,
                       "--steps", 5, "--out", tmp_path / "out")
@@ -137,3 +141,31 @@ def test_host_refuses_a_placement_that_repeats_timesteps_as_python_does(host, mi
     result = host.run("sample", "--export-dir", export_dir, "--steps", steps, "--spacing", spacing, "--out", tmp_path / "o")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr == f"error: {caught.value}\n"
+
+
+def test_sample_records_eps_that_the_host_replays_to_the_same_images(host, micro_checkpoint, tmp_path):
+    ckpt = save_checkpoint(micro_checkpoint, tmp_path / "ckpt.pt")
+    export_dir = write_export_dir(tmp_path / "export", micro_checkpoint)
+    recording = tmp_path / "eps.bin"
+    result = CliRunner().invoke(app, ["sample", str(ckpt), "--n", "5", "--batch-size", "3", "--steps", "6",
+                                      "--eta", "0.5", "--seed", "9", "--format", "npz", "--out", str(tmp_path / "py"),
+                                      "--record-eps", str(recording)])
+    assert result.exit_code == 0, result.output
+    assert "recorded 12 denoiser calls" in result.output  # 2 batches x 6 steps
+    replay = host.run("sample", "--export-dir", export_dir, "--replay", recording, "--n", 5, "--batch-size", 3,
+                      "--steps", 6, "--eta", 0.5, "--seed", 9, "--out", tmp_path / "host", "--npy", tmp_path / "x0.npy")
+    assert replay.returncode == 0, replay.stderr
+    assert "replayed 12 denoiser calls" in replay.stdout
+    with np.load(tmp_path / "py" / "samples.npz") as data:
+        python_images = data["images"].astype(np.int64)
+    host_images = to_uint16(np.load(tmp_path / "x0.npy")).astype(np.int64)
+    assert np.abs(host_images - python_images).max() <= 1
+
+
+def test_record_eps_refuses_what_the_host_cannot_replay(micro_checkpoint, tmp_path):
+    ckpt = save_checkpoint(micro_checkpoint, tmp_path / "ckpt.pt")
+    for args, phrase in ((["--sampler", "ddpm"], "runs ddim, not ddpm"), (["--shard", "0/2"], "drop --resume and --shard")):
+        result = CliRunner().invoke(app, ["sample", str(ckpt), "--n", "2", "--out", str(tmp_path / "o"),
+                                          "--record-eps", str(tmp_path / "eps.bin"), *args])
+        assert result.exit_code == 2 and phrase in result.output
+        assert not (tmp_path / "eps.bin").exists() and not (tmp_path / "o").exists()

@@ -80,14 +80,14 @@ def test_any_split_at_one_batch_size_gives_the_full_runs_bytes(tmp_path, denoise
 
 def test_a_shard_of_another_batch_size_is_refused(tmp_path, denoiser, sampler):
     run(tmp_path / "o", denoiser, sampler, n=4, batch_size=2, shard=Shard(0, 2))
-    with pytest.raises(InvalidArgumentError, match=r"--batch-size 2 \(progress.shard-0-of-2.json\), this one would use 3"):
+    with pytest.raises(InvalidArgumentError, match=r"\(progress.shard-0-of-2.json: --batch-size was 2, now 3\)"):
         OutputDir(tmp_path / "o", settings(n=4, batch_size=3, shard=Shard(1, 2)), resume=False)
     assert not (tmp_path / "o" / "progress.shard-1-of-2.json").exists()
 
 
 def test_resume_with_another_batch_size_is_refused(tmp_path, denoiser, sampler):
     run(tmp_path / "o", denoiser, sampler, n=3, batch_size=2)
-    with pytest.raises(InvalidArgumentError, match="batch_size was 2, now 3"):
+    with pytest.raises(InvalidArgumentError, match="--batch-size was 2, now 3"):
         OutputDir(tmp_path / "o", settings(n=3, batch_size=3), resume=True)
 
 
@@ -215,7 +215,7 @@ def test_sample_cli_writes_a_nifti_volume(tmp_path, micro_config):
 
 def test_resume_with_other_settings_is_refused(tmp_path, denoiser, sampler):
     run(tmp_path / "o", denoiser, sampler, n=2)
-    with pytest.raises(InvalidArgumentError, match="n was 2, now 3"):
+    with pytest.raises(InvalidArgumentError, match="--n was 2, now 3"):
         OutputDir(tmp_path / "o", settings(n=3), resume=True)
 
 
@@ -268,7 +268,7 @@ def test_a_shard_with_another_seed_is_refused_and_other_json_files_are_ignored(t
     run(tmp_path / "o", denoiser, sampler, n=4, shard=Shard(0, 2))
     (tmp_path / "o" / "progress-notes.json").write_text("not ours")
     other_seed = JobSettings("f" * 64, 4, "ddim", 4, 0.5, 12, "npz", Shard(1, 2), 2)
-    with pytest.raises(InvalidArgumentError, match=r"seed 11 \(progress.shard-0-of-2.json\), this one would use 12"):
+    with pytest.raises(InvalidArgumentError, match=r"\(progress.shard-0-of-2.json: --seed was 11, now 12\)"):
         OutputDir(tmp_path / "o", other_seed, resume=False)
     assert OutputDir(tmp_path / "o", settings(n=4, shard=Shard(1, 2)), resume=False).todo == [1, 3]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,10 +28,12 @@ def exported(tmp_path_factory):
 
 def orphaned_copy(exported, tmp_path: Path) -> Path:
     """A copy of the export whose manifest names a checkpoint that no longer exists (gone.pt)."""
-    ckpt, export_dir = exported
+    _, export_dir = exported
     moved = Path(shutil.copytree(export_dir, tmp_path / "export"))
     manifest = moved / "manifest.json"
-    manifest.write_text(manifest.read_text().replace(str(ckpt), str(tmp_path / "gone.pt")))
+    data = json.loads(manifest.read_text())
+    data["source"] |= {"checkpoint": "../gone.pt", "checkpoint_absolute": str(tmp_path / "gone.pt")}
+    manifest.write_text(json.dumps(data))
     return moved
 
 

@@ -41,6 +41,13 @@ def test_check_passes_and_writes_json(exported, tmp_path):
     assert [row["backend"] for row in rows] == ["onnxruntime", "reference-onnx", "reference-onnx-fp16"]
     assert all(row["passed"] for row in rows)
     assert rows[0]["max_abs"] < 1e-4
+    # The verdict's own figure: each row's worst error in units of what its element allows (<= 1 passes),
+    # shown in the table beside max rel, which can be large where eps is near 0 and the row still passes.
+    assert all(0 < row["max_error_over_allowed"] <= 1 for row in rows)
+    fp16 = rows[2]
+    assert f"{fp16['max_error_over_allowed']:.2f}" in result.output and "max error / allowed" in result.output
+    on_stdout = CliRunner().invoke(app, ["check", str(export_dir), "--backends", "onnxruntime", "--json", "-"])
+    assert on_stdout.exit_code == 0 and json.loads(on_stdout.output)["rows"][0]["backend"] == "onnxruntime"
 
 
 def test_check_fails_against_other_weights(exported, tmp_path):

@@ -3,6 +3,10 @@ checkpoint, `auto` picks a backend that can run the source, and corrupt artifact
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +14,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tests.runtime.conftest import corrupted_copy, orphaned_copy
+from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
 from vmddpm_deploy.cli import app
+from vmddpm_deploy.diffusion import NoiseSchedule
 from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
-from vmddpm_deploy.runtime.source import load_denoiser, open_source, resolve_backend
+from vmddpm_deploy.runtime.source import auto_fallback_note, load_denoiser, open_source, resolve_backend
 
 
 def test_onnxruntime_eps_matches_torch(exported):
@@ -160,3 +166,57 @@ def test_precision_is_the_torch_backends_choice(exported):
         load_denoiser(source, "onnxruntime", "cpu", "bf16")
     with pytest.raises(InvalidArgumentError, match="unknown precision 'fp8'; choose one of auto, fp32, bf16"):
         resolve_sampling_precision("fp8", "torch", "cpu")
+
+
+def test_auto_says_in_one_line_why_it_falls_back_to_onnxruntime(exported, tmp_path):
+    ckpt, export_dir = exported
+    assert auto_fallback_note(open_source(export_dir)) is None  # runs on torch, the fastest here
+    gone = auto_fallback_note(open_source(orphaned_copy(exported, tmp_path)))
+    assert gone.startswith("backend auto: onnxruntime, slower than torch") and "gone.pt is gone" in gone
+
+    # A later `train --resume` rewrote the checkpoint the export was made from.
+    rewritten = tmp_path / "rewritten"
+    shutil.copytree(export_dir.parent, rewritten)
+    save_checkpoint(init_checkpoint(open_source(ckpt).config, NoiseSchedule(), seed=9),
+                    rewritten / ckpt.name)
+    data = json.loads((rewritten / "export" / "manifest.json").read_text())
+    data["source"]["checkpoint_absolute"] = str(rewritten / ckpt.name)
+    (rewritten / "export" / "manifest.json").write_text(json.dumps(data))
+    result = CliRunner().invoke(app, ["sample", str(rewritten / "export"), "--n", "1", "--steps", "2",
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: backend auto: onnxruntime, slower than torch, which needs the checkpoint this export "
+                     f"was made from, and {rewritten / ckpt.name} changed since the export (its sha256 differs); "
+                     "pass that checkpoint as SRC, or re-export"]
+    assert "backend onnxruntime" in result.output
+
+
+def test_a_run_folder_as_src_suggests_its_checkpoint(exported, tmp_path):
+    ckpt, _ = exported
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ckpt, run / "ckpt.pt")
+    result = CliRunner().invoke(app, ["sample", str(run), "--out", str(tmp_path / "o")])
+    assert result.exit_code == ArtifactError.exit_code
+    assert result.output.strip() == f"error: {run} is a folder holding ckpt.pt, not an export directory; did you mean {run / 'ckpt.pt'}?"
+    assert not (tmp_path / "o").exists()
+
+
+def test_auto_says_why_it_does_not_run_the_exports_engine(exported, tmp_path):
+    import importlib.util
+
+    from vmddpm_deploy.export.manifest import EngineRecord, file_record, read_manifest, write_manifest
+
+    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
+        pytest.skip("TensorRT and a GPU are here: auto would try the engine")
+    _, export_dir = exported
+    copy = Path(shutil.copytree(export_dir, tmp_path / "with-engine"))
+    (copy / "denoiser.fp16.plan").write_bytes(b"an engine built elsewhere")
+    engine = EngineRecord(graph="fp16", precision="fp16", min_batch=1, opt_batch=8, max_batch=32, tensorrt="10.14.1.48",
+                          gpu="NVIDIA H100 80GB HBM3", compute_capability="9.0", plugin_library="libvmddpm_trt_plugins.so",
+                          plugin_library_sha256="cd" * 32, **file_record(copy / "denoiser.fp16.plan"))
+    write_manifest(read_manifest(copy).with_engine("denoiser.fp16.plan", engine))
+    why = "TensorRT is not installed" if importlib.util.find_spec("tensorrt") is None else "no CUDA GPU is visible"
+    note = auto_fallback_note(open_source(copy))
+    assert note.startswith(f"backend auto: torch, not tensorrt: the export has engines but {why}")

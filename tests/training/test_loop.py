@@ -45,8 +45,12 @@ def test_a_short_run_writes_checkpoint_state_and_loss_log(tmp_path, micro_config
         rows = list(csv.reader(handle))
     assert rows[0] == ["step", "loss"] and [int(r[0]) for r in rows[1:]] == [1, 2, 3, 4]
     np.testing.assert_allclose([float(r[1]) for r in rows[1:]], result.losses, rtol=1e-5)
-    grid = Image.open(samples_dir(out) / "step_0000004.png")
-    assert grid.size == (4 * 8, 4 * 8) and grid.mode.startswith("I;16")
+    assert result.grids == (samples_dir(out) / "step_0000004.png",) and result.grid_seconds > 0
+    grid = np.asarray(Image.open(result.grids[0]))
+    # 4 x 4 tiles, each 8 x 8 scaled up 16 times, 2-pixel grey gaps between them; 8 bits per channel.
+    assert grid.shape == (4 * 128 + 3 * 2, 4 * 128 + 3 * 2, 3) and grid.dtype == np.uint8
+    assert (grid[128:130, :] == 128).all() and (grid[:, 128:130] == 128).all()
+    assert len(np.unique(grid[:128, :128])) > 8, "a tile should hold an image, not a flat fill"
 
 
 def test_ema_follows_diffusers_warmup_decay(tmp_path, micro_config):

@@ -4,15 +4,17 @@ consoles, progress bars, option parsing and the choice enums (derived from the l
 from __future__ import annotations
 
 import functools
-import sys
+import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -25,6 +27,7 @@ from rich.progress import (
 )
 
 from vmddpm_deploy import __version__, choices as names
+from vmddpm_deploy.atomic_write import write_atomic
 from vmddpm_deploy.errors import InvalidArgumentError, VmddpmError
 
 console = Console(stderr=True)
@@ -33,6 +36,11 @@ console = Console(stderr=True)
 def print_error(message: str) -> None:
     # escape(): messages quote paths and commands ("vmddpm-deploy[tensorrt]") that rich would eat as markup.
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def print_note(message: str) -> None:
+    """One ``note:`` line on stderr: something the user should know that does not stop the command."""
+    console.print(f"[yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 #: click's ClickException, of the click that Typer runs on (Typer >= 0.29 carries its own copy of
@@ -44,6 +52,9 @@ class OneLineUsageErrors(TyperGroup):
     """Click reports a value it cannot parse (``--n ten``, an unknown ``--sampler``, a missing SRC)
     in a usage box of several lines; here it is one ``error:`` line and exit 2, like every other
     bad input. Help (``--help``, or no arguments at all) prints as usual."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_metavars(super().get_params(ctx))
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
@@ -61,7 +72,43 @@ class OneLineUsageErrors(TyperGroup):
         sys.exit(result if isinstance(result, int) else 0)  # typer.Exit(code) arrives as its code
 
 
-app = typer.Typer(
+class PlainHelpCommand(TyperCommand):
+    """Help written as Unix tools write it: ``Usage: vmddpm-deploy export [OPTIONS] CHECKPOINT`` and
+    no value type beside a flag. (Typer 0.29 writes ``{checkpoint}`` for a required argument and
+    ``<bool>`` beside every flag, which reads as if the flag took a value.)"""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_metavars(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+def _plain_metavars(params: list[Any]) -> list[Any]:
+    """Flags show no value type; an argument is named in capitals (``SOURCE``), in help and errors alike."""
+    for param in params:
+        if param.metavar is None and isinstance(param, TyperArgument):
+            param.metavar = param.name.upper()
+        elif param.metavar is None and getattr(param, "is_flag", False):
+            param.metavar = ""
+    return params
+
+
+class VmddpmTyper(typer.Typer):
+    """A Typer app whose commands are :class:`PlainHelpCommand` unless a command names its class."""
+
+    def command(self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or PlainHelpCommand, **kwargs)
+
+
+app = VmddpmTyper(
     name="vmddpm-deploy",
     help="Export, accelerate and sample VM-DDPM (Vision Mamba diffusion) medical image models.",
     cls=OneLineUsageErrors,
@@ -161,9 +208,21 @@ def wide_console() -> Console:
     return Console(width=max(Console().width, 120))
 
 
+class _Progress(Progress):
+    """rich's Progress, less the empty line its ``stop`` prints on a console that is not a terminal
+    (a log file, a pipe) when the bar never started or leaves nothing behind (``transient``, or no
+    task yet): an ``error:`` line after it would follow a stray blank line."""
+
+    def stop(self) -> None:
+        if self.live.transient or not self.tasks:
+            self.live.stop()  # nothing when never started
+        else:
+            super().stop()
+
+
 def progress_bar(quiet: bool = False, transient: bool = False) -> Progress:
     """``transient``: the bar disappears when done (or failed), e.g. before a summary table."""
-    return Progress(
+    return _Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -194,6 +253,40 @@ def progress_callback(description: str, quiet: bool = False) -> Iterator[Callabl
         yield report
     finally:
         progress.stop()
+
+
+#: ``--json PATH`` is one convention in every command that reports a result (evaluate, check, bench):
+#: the result also goes to PATH as JSON, or with ``--json -`` to stdout instead of the text.
+JSON_HELP = "Also write the result as JSON to this file; '-' prints the JSON to stdout instead of the text."
+
+
+def json_to_stdout(target: Path | None) -> bool:
+    """Whether ``--json`` asks for the JSON on stdout (``-``) rather than text."""
+    return target is not None and str(target) == "-"
+
+
+def write_json(target: Path | None, payload: dict[str, Any]) -> None:
+    """``--json``: ``payload`` to file ``target`` (atomically), to stdout for ``-``, nowhere for None."""
+    if json_to_stdout(target):
+        typer.echo(json.dumps(payload))
+    elif target is not None:
+        data = (json.dumps(payload, indent=2) + "\n").encode()
+        write_atomic(target, lambda handle: handle.write(data))
+
+
+def resolve_device(text: str):
+    """``--device``: auto (cuda when PyTorch sees a GPU, else cpu), cpu, cuda, cuda:N; one error line otherwise."""
+    import torch
+
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise InvalidArgumentError(f"--device {text!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"--device {text}: no CUDA GPU is visible to PyTorch; use --device cpu")
+    return device
 
 
 def parse_csv(text: str, option: str) -> list[str]:

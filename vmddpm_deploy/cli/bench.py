@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,12 +9,16 @@ import typer
 
 from vmddpm_deploy.atomic_write import write_atomic
 from vmddpm_deploy.cli.app import (
+    JSON_HELP,
     app,
     console,
+    json_to_stdout,
     parse_csv,
     parse_positive_int,
+    print_note,
     reports_errors,
     wide_console,
+    write_json,
 )
 from vmddpm_deploy.errors import InvalidArgumentError
 
@@ -49,15 +52,17 @@ def bench(
         str | None,
         typer.Option(help="Row the speedups are measured against (default: torch-reference, else torch, else the first)."),
     ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", metavar="PATH", help=JSON_HELP)] = None,
     plot: Annotated[Path | None, typer.Option(help="Also plot latency vs batch size (needs matplotlib).")] = None,
 ) -> None:
     """Time the denoiser of each backend side by side, in one run, and report speedups.
 
     Rows report the median / p90 / p99 per-call latency, images/s of a full DDIM run (steps x
-    (median call + sampler step)), peak memory, the untimed first call's seconds (torch.compile's
-    compilation for the compiled row), and the speedup over the baseline row measured
-    in the same run. Timed calls go round-robin over the rows, so load from elsewhere on the
+    (median call + sampler step)), the peak memory during the row's own calls, the untimed first
+    call's seconds (torch.compile's compilation for the compiled row), and the speedup over the
+    baseline row measured in the same run. The header gives torch's threads and the machine's
+    load; a note follows when fewer threads would be faster, and one for rows whose calls spread
+    too widely to rank them. Timed calls go round-robin over the rows, so load from elsewhere on the
     machine slows every row alike and the speedups hold.
 
     Example: vmddpm-deploy bench ckpt.safetensors --batch-sizes 1,16 --json bench.json
@@ -69,7 +74,16 @@ def bench(
     """
     from rich.table import Table
 
-    from vmddpm_deploy.benchmark import bench_targets, check_row_names, default_rows, run_bench
+    from dataclasses import asdict
+
+    from vmddpm_deploy.benchmark import (
+        bench_targets,
+        check_row_names,
+        default_rows,
+        run_bench,
+        thread_report,
+        unrankable_rows,
+    )
     from vmddpm_deploy.diffusion import make_sampler
     from vmddpm_deploy.runtime.source import open_source
 
@@ -90,7 +104,10 @@ def bench(
     elif baseline not in names:
         raise InvalidArgumentError(f"--baseline {baseline} is not one of the rows ({', '.join(names)})")
 
-    table = Table(title=f"denoiser latency, {config.image_size}x{config.image_size}, DDIM {steps} steps")
+    threads = thread_report(probe=device == "cpu")
+    table = Table(
+        title=f"denoiser latency, {config.image_size}x{config.image_size}, DDIM {steps} steps\n{threads.summary()}"
+    )
     columns = ("backend", "batch", "median ms", "p90 ms", "p99 ms", "images/s", "peak MB", "1st call s", f"x {baseline}")
     for column in columns:
         table.add_column(column, justify="left" if column == "backend" else "right", no_wrap=True)
@@ -113,12 +130,14 @@ def bench(
             f"{row['first_call_seconds']:.2f}",
             "-" if speedup is None else f"{speedup:.2f}",
         )
-    wide_console().print(table)
+    notes = [line for line in (threads.advice(),) if line] + unrankable_rows(rows)
+    if not json_to_stdout(json_path):
+        wide_console().print(table)
+    for note in notes:
+        print_note(note)
     payload = {"source": str(source), "device": device, "steps": steps, "warmup": warmup, "iters": iters,
-               "baseline": baseline, "rows": rows}
-    if json_path is not None:
-        data = json.dumps(payload, indent=2).encode()
-        write_atomic(json_path, lambda handle: handle.write(data))
+               "baseline": baseline, "threads": asdict(threads), "notes": notes, "rows": rows}
+    write_json(json_path, payload)
     if plot is not None:
         _plot_latency(rows, plot)
 

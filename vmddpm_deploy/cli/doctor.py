@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from vmddpm_deploy import __version__
-from vmddpm_deploy.cli.app import app, reports_errors, wide_console
+from vmddpm_deploy.cli.app import app, print_note, reports_errors, wide_console
 
 
 @app.command()
 @reports_errors
 def doctor() -> None:
-    """Report what this installation can run: native kernels, GPU, runtimes.
+    """Report what this installation can run: native kernels, GPU, runtimes, and CPU threads.
+
+    The threads row gives torch's thread count, the machine's load and a small convolution timed
+    at that many threads and at one; when one thread is faster (an oversubscribed machine), a
+    note says to lower OMP_NUM_THREADS.
 
     Example: vmddpm-deploy doctor
     """
@@ -18,6 +22,7 @@ def doctor() -> None:
     import torch
     from rich.table import Table
 
+    from vmddpm_deploy.benchmark import thread_report
     from vmddpm_deploy.ops import dispatch, native_library
 
     report = native_library.describe()
@@ -34,6 +39,10 @@ def doctor() -> None:
         table.add_row("native library", f"not loaded: {report['error']} (ops run the reference)")
     for module in ("onnxruntime", "tensorrt"):
         table.add_row(module, "installed" if importlib.util.find_spec(module) else "not installed")
+    threads = thread_report()
+    table.add_row("cpu threads", threads.summary())
     wide_console().print(table)
+    if threads.advice():
+        print_note(threads.advice())
 
 

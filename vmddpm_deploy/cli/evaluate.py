@@ -3,13 +3,12 @@ report (nearest training images, calibrated by held-out ones)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from vmddpm_deploy.cli.app import app, parse_csv, progress_bar, reports_errors
+from vmddpm_deploy.cli.app import JSON_HELP, app, json_to_stdout, parse_csv, progress_bar, reports_errors, write_json
 from vmddpm_deploy.errors import InvalidArgumentError
 
 
@@ -54,7 +53,7 @@ def evaluate(
     pairs: Annotated[int, typer.Option(help="--memorization: closest pairs shown on each contact sheet.")] = 16,
     device: Annotated[str, typer.Option(help="Torch device of the feature extractor (cpu, cuda).")] = "cpu",
     cache: Annotated[bool, typer.Option(help="Reuse features cached for an unchanged folder.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", metavar="PATH", help=JSON_HELP)] = None,
 ) -> None:
     """Compare generated images with real ones by FID, KID and precision / recall / density /
     coverage (InceptionV3 pool3 features), and look for copies of training images.
@@ -113,6 +112,7 @@ def evaluate(
     if real_set is not None:
         require_images(generated_set.subset(n), real_set, metrics, k)
     extractor = InceptionFeatureExtractor(device=device)
+    as_json = json_to_stdout(json_path)
     results: dict[str, Any] = {}
     if real_set is not None:
         results["metrics"] = _metrics(
@@ -121,11 +121,10 @@ def evaluate(
         )
     if memorization_sets is not None:
         results["memorization"] = _memorization(*memorization_sets, extractor, batch_size, cache, out, pairs, as_json)
-    if as_json:
-        payload = results["metrics"].to_dict() if "metrics" in results else {}
-        if "memorization" in results:
-            payload["memorization"] = results["memorization"]
-        typer.echo(json.dumps(payload))
+    payload = results["metrics"].to_dict() if "metrics" in results else {}
+    if "memorization" in results:
+        payload["memorization"] = results["memorization"]
+    write_json(json_path, payload)
 
 
 #: Training sets whose held-out counterpart is known.

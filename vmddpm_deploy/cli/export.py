@@ -70,6 +70,11 @@ def export_command(
             force=force,
             on_stage=on_stage,
         )
+    typer.echo(f"  {'file':<24} {'graph':<8} {'ops':<8} {'size':>11}")
     for kind, graph in manifest.graphs.items():
         typer.echo(f"  {graph.file:<24} {kind:<8} {graph.ops:<8} {graph.bytes / 1e6:8.2f} MB")
-    typer.echo(f"wrote {manifest.export_dir} ({len(manifest.graphs)} graphs + manifest.json) in {time.perf_counter() - start:.1f} s")
+    count = len(manifest.graphs)
+    typer.echo(
+        f"wrote {manifest.export_dir} ({count} graph{'s' if count != 1 else ''} + manifest.json) "
+        f"in {time.perf_counter() - start:.1f} s"
+    )

@@ -17,8 +17,10 @@ from vmddpm_deploy.cli.app import (
     SamplerName,
     Spacing,
     app,
+    print_note,
     progress_callback,
     reports_errors,
+    resolve_device,
 )
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 from vmddpm_deploy.choices import IMAGE_FORMATS
@@ -85,6 +87,9 @@ def sample(
     ] = ImageFormat.png,
     shard: Annotated[str, typer.Option(help="Make only indices i with i % N == I, given as I/N.")] = "0/1",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out (same settings).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Replace the samples --out holds (this shard's) instead of refusing them.")
+    ] = False,
     backend: Annotated[
         Backend,
         typer.Option(
@@ -92,7 +97,7 @@ def sample(
             "tensorrt (export dir with an engine), auto (the fastest of these that runs SRC here)."
         ),
     ] = Backend.auto,
-    device: Annotated[str, typer.Option(help="Device: cpu, cuda, cuda:1.")] = "cpu",
+    device: Annotated[str, typer.Option(help="Device: auto (cuda when present, as in train), cpu, cuda, cuda:1.")] = "auto",
     ray: Annotated[
         str | None,
         typer.Option(
@@ -103,6 +108,14 @@ def sample(
     ] = None,
     workers: Annotated[
         int | None, typer.Option(help="With --ray: number of workers (default: one per GPU, or per CPU).")
+    ] = None,
+    record_eps: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Also record every denoiser call (t, x, eps) to FILE for the C++ host's `vmddpm_host sample "
+            "--replay FILE` (DDIM, a whole job without --resume, --shard or --ray).",
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar; print one JSON summary line.")] = False,
 ) -> None:
@@ -139,6 +152,8 @@ def sample(
     if not 0 <= seed < 2**64:
         raise InvalidArgumentError(f"--seed must be in [0, 2^64), got {seed}")
     shard_spec = Shard.parse(shard)
+    if device == "auto":
+        device = str(resolve_device(device))
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} exists and is not a directory; choose another --out")
 
@@ -147,10 +162,16 @@ def sample(
         shard=shard_spec, batch_size=batch_size, scheduler=_scheduler_choice(scheduler, scheduler_config),
         spacing=None if spacing is None else spacing.value, precision=precision.value,
     )
+    if backend is Backend.auto:
+        from vmddpm_deploy.runtime.source import auto_fallback_note
+
+        note = auto_fallback_note(plan.source)
+        if note:
+            print_note(note)
     with progress_callback("sampling", quiet) as report:
         summary = run_sample_job(
-            plan, out, backend=backend.value, device=device, resume=resume, ray=ray, workers=workers,
-            on_progress=report,
+            plan, out, backend=backend.value, device=device, resume=resume, force=force, record_eps=record_eps,
+            ray=ray, workers=workers, on_progress=report,
         )
     if quiet:
         typer.echo(json.dumps(summary))
@@ -161,6 +182,14 @@ def sample(
             f"denoiser call at batch {summary['batch_size']}, {summary['sampler']} {steps} steps"
             f"{' ' + summary['spacing'] if summary['spacing'] else ''}, backend {summary['backend']} "
             f"{summary['precision']})"
+        )
+    if "eps_recording" in summary and not quiet:
+        export_dir = source if plan.source.kind == "export" else "EXPORT_DIR"
+        typer.echo(
+            f"recorded {summary['eps_recording']['calls']} denoiser calls to {record_eps}; replay them with: "
+            f"vmddpm_host sample --export-dir {export_dir} --replay {record_eps} --n {n} --batch-size "
+            f"{summary['batch_size']} --steps {steps} --eta {eta:g} --seed {seed}"
+            + (f" --spacing {summary['spacing']}" if summary["spacing"] else "")
         )
 
 

@@ -10,16 +10,21 @@ import typer
 
 from vmddpm_deploy.cli.app import (
     DEFAULT_PRESET,
+    DEFAULT_SAMPLER_NAME,
     DEFAULT_SCAN_ORDER,
     DEFAULT_SCHEDULE,
     Preset,
+    SamplerName,
     ScanOrder,
     ScheduleKind,
     app,
     console,
+    print_note,
     progress_bar,
     reports_errors,
+    resolve_device,
 )
+from vmddpm_deploy.choices import DEFAULT_STEPS
 from vmddpm_deploy.errors import InvalidArgumentError
 
 DATA = "Data"
@@ -36,13 +41,13 @@ def _optimisation(help_text: str, *names: str):
 @reports_errors
 def train(
     data: Annotated[
-        str,
+        Optional[str],
         typer.Option(
             help="Training images: a folder (ACDC, BraTS, ChestXRay layouts or any PNG/JPEG/DICOM/NIfTI files), "
-            "one file, or 'bundled' (brain MRI slices shipped with the package).",
+            "one file, or 'bundled' (brain MRI slices shipped with the package). With --resume, default: the run's.",
             rich_help_panel=DATA,
         ),
-    ],
+    ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (and resume).")] = Path("ckpt.safetensors"),
     steps: Annotated[
         Optional[int],
@@ -80,6 +85,13 @@ def train(
     sample_every: Annotated[
         Optional[int],
         typer.Option(help="Steps between 4x4 EMA sample grids; 0: none (default 0; with --resume, the run's)."),
+    ] = None,
+    sample_sampler: Annotated[
+        Optional[SamplerName],
+        typer.Option(help=f"Sampler of the --sample-every grids (default {DEFAULT_SAMPLER_NAME.value}, as sample's)."),
+    ] = None,
+    sample_steps: Annotated[
+        Optional[int], typer.Option(help=f"Steps of the --sample-every grids (default {DEFAULT_STEPS}, as sample's).")
     ] = None,
     device: Annotated[str, typer.Option(help="Torch device: auto (cuda when present), cpu, cuda, cuda:1.")] = "auto",
     resume: Annotated[
@@ -135,7 +147,7 @@ def train(
     request = TrainRequest(
         data=data,
         output=output,
-        device=_resolve_device(device),
+        device=resolve_device(device),
         load_options=LoadOptions(
             layout=layout,
             modality=modality,
@@ -153,6 +165,8 @@ def train(
             "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
             "ema_decay": ema, "grad_clip": grad_clip, "hflip": hflip, "amp": amp, "seed": seed,
             "steps": steps, "checkpoint_every": checkpoint_every, "sample_every": sample_every,
+            "sample_sampler": sample_sampler.value if sample_sampler is not None else None,
+            "sample_steps": sample_steps,
         },
         preset=preset_name.value if preset_name is not None else None,
         scan_order=scan_order.value if scan_order is not None else None,
@@ -173,9 +187,15 @@ def train(
             f"{report.device}); mean loss of the last {len(report.recent_losses)} steps "
             f"{summary['loss_last100'] or 0:.4f}; wrote {output} and {loss_log_path(output)}"
         )
+        if result.grids:
+            settings = report.settings
+            typer.echo(
+                f"{len(result.grids)} sample grid(s) ({settings.sample_sampler} {settings.sample_steps} steps) in "
+                f"{result.grid_seconds:.1f} s: {result.grids[0].parent}/ ({', '.join(p.name for p in result.grids[-3:])})"
+            )
     if result.stopped:
         console.print(
-            f"continue with: vmddpm-deploy train --data {data} -o {output} --resume --steps {report.settings.steps}"
+            f"continue with: vmddpm-deploy train -o {output} --resume --steps {report.settings.steps}"
         )
         raise typer.Exit(130)
 
@@ -208,22 +228,11 @@ class _ProgressBars:
     def training_ended(self) -> None:
         self.training.stop()
 
+    def note(self, message: str) -> None:
+        print_note(message)
+
     def stop_requested(self) -> None:
         console.print("[yellow]stopping[/]: finishing this step and writing a checkpoint (Ctrl-C again to abort)")
-
-
-def _resolve_device(text: str):
-    import torch
-
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise InvalidArgumentError(f"--device {text!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError(f"--device {text}: no CUDA GPU is visible to PyTorch; use --device cpu")
-    return device
 
 
 def _parse_pair(text: str, option: str) -> tuple[float, float]:

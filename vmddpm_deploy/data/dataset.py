@@ -8,6 +8,7 @@ and every training step is a gather, not a file read.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ def load_dataset(
 
     found = find_files(Path(data), options.layout, modality=options.modality, split=options.split)
     slice_axis = options.slice_axis or found.slice_axis
-    images, names, skipped, empty = [], [], [], 0
+    images, names, skipped, empty, sizes = [], [], [], 0, Counter()
     for done, item in enumerate(found.files, start=1):
         try:
             raw = read_planes(item.path, item.kind, slice_axis=slice_axis, draft_size=2 * image_size)
@@ -72,6 +73,7 @@ def load_dataset(
                 ) from None
             skipped.append((str(item.path), str(exc)))
         else:
+            sizes[tuple(raw.pixels.shape[-2:])] += len(raw.pixels)
             prepared = prepare_planes(raw, options.intensity, image_size, options.fit, options.min_foreground)
             empty += prepared.empty
             images.append(prepared.images)
@@ -87,4 +89,5 @@ def load_dataset(
             f"lower --min-foreground or check --window"
         )
     stacked = np.concatenate(images)[:, None]
-    return ImageDataset(stacked, tuple(names), str(data), found.layout, tuple(skipped), empty)
+    source_sizes = tuple(size for size, _ in sizes.most_common())
+    return ImageDataset(stacked, tuple(names), str(data), found.layout, tuple(skipped), empty, source_sizes)

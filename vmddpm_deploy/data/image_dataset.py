@@ -21,6 +21,8 @@ class ImageDataset:
     layout: str
     skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) of unreadable files left out
     empty_slices: int = 0
+    #: (height, width) of the planes as read, before the resize to S x S, most common first
+    source_sizes: tuple[tuple[int, int], ...] = ()
 
     def __len__(self) -> int:
         return len(self.images)

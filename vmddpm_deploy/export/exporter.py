@@ -108,7 +108,7 @@ def export_checkpoint(
             records[kind] = GraphRecord(path.name, graph_ops, IO_DTYPES[precision], **file_record(path))
 
         report("write manifest")
-        write_manifest(_manifest(staging, checkpoint_path, checkpoint, opset, fixed_batch, records))
+        write_manifest(_manifest(staging, out_dir, checkpoint_path, checkpoint, opset, fixed_batch, records))
         _move_into_place(staging, out_dir)
     except OSError as exc:
         raise OutputError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
@@ -304,12 +304,13 @@ def _package_version(name: str) -> str:
         return "not installed"
 
 
-def _manifest(export_dir: Path, checkpoint_path: Path, checkpoint, opset: int, fixed_batch: int | None,
-              graphs: dict[str, GraphRecord]) -> Manifest:
+def _manifest(staging: Path, out_dir: Path, checkpoint_path: Path, checkpoint, opset: int,
+              fixed_batch: int | None, graphs: dict[str, GraphRecord]) -> Manifest:
     return new_manifest(
-        export_dir,
+        staging,
         source=SourceRecord(
-            checkpoint=str(checkpoint_path),
+            checkpoint=os.path.relpath(checkpoint_path.resolve(), out_dir.resolve()),
+            checkpoint_absolute=str(checkpoint_path.resolve()),
             sha256=checkpoint_sha256(checkpoint_path),
             weights="ema" if checkpoint.ema is not None else "model",
         ),

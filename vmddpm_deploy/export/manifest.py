@@ -80,6 +80,8 @@ def _record(cls, value: Any, where: str, path: Path):
     for item in dataclasses.fields(cls):
         wanted = _JSON_TYPES[item.type]
         if item.name not in value:
+            if item.default is not dataclasses.MISSING:
+                continue  # a field added later; older files keep the default
             raise ArtifactError(f"{path}: {where} has no {item.name!r}; {_REEXPORT}")
         got = value[item.name]
         if not isinstance(got, wanted) or isinstance(got, bool):
@@ -92,9 +94,13 @@ def _record(cls, value: Any, where: str, path: Path):
 class SourceRecord:
     """The checkpoint an export was made from."""
 
+    # Relative to the export directory, so that export and run can move together and any working
+    # directory finds it; ``checkpoint_absolute`` finds it after the export directory alone moved.
+    # Exports from before ``checkpoint_absolute`` wrote the path as given on the command line.
     checkpoint: str
     sha256: str
     weights: str  # "ema" or "model"
+    checkpoint_absolute: str = ""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from vmddpm_deploy import __version__
 from vmddpm_deploy.atomic_write import temporaries, write_atomic
 from vmddpm_deploy.choices import IMAGE_FORMATS
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
-from vmddpm_deploy.jobs.spec import JobSettings, setting_difference
+from vmddpm_deploy.jobs.spec import JobSettings, Shard, describe_changes
 from vmddpm_deploy.outputs import (
     prepare_output_dir,
     sample_file_name,
@@ -84,6 +84,39 @@ def _recorded_settings(path: Path) -> dict[str, Any]:
     return _read_progress(path)["settings"]
 
 
+def remove_samples(out: Path, shard: Shard) -> None:
+    """What ``sample --force`` removes before shard ``shard`` starts afresh: its own files, and the
+    progress and merged files of a run split into another number of shards (which would be refused
+    beside it). Other shards of the same split stay: they may be running now.
+
+    Progress files go first, so a kill part way leaves no progress file naming samples that are gone:
+    the directory then starts afresh with --resume or --force.
+    """
+    if not out.is_dir():
+        return
+
+    def replaced(index: int, count: int) -> bool:
+        return count != shard.count or index == shard.index
+
+    def own_index(index: str) -> bool:
+        return int(index) % shard.count == shard.index
+
+    records = re.compile(r"(progress|samples)(?:\.shard-(\d+)-of-(\d+))?\.(?:json|npz|nii\.gz)")
+    matches = [(path, records.fullmatch(path.name)) for path in sorted(out.iterdir())]
+    matches = [(path, match) for path, match in matches if match and replaced(int(match[2] or 0), int(match[3] or 1))]
+    for path, _ in sorted(matches, key=lambda item: item[1][1] != "progress"):
+        path.unlink(missing_ok=True)
+    for path in out.iterdir():
+        sample = _SAMPLE_NAME.fullmatch(path.name)
+        if sample is not None and own_index(sample[1]):
+            path.unlink(missing_ok=True)
+    if (out / ".parts").is_dir():
+        for path in (out / ".parts").iterdir():
+            part = _PART_NAME.fullmatch(path.name)
+            if part is not None and own_index(part[1]):
+                path.unlink(missing_ok=True)
+
+
 class OutputDir:
     """The output directory of one shard: what is done, what is left, and the writers."""
 
@@ -119,23 +152,19 @@ class OutputDir:
                 )
             if match is None or path == self.progress_path:
                 continue  # not a shard's progress file; or this shard's own: --resume compares every setting
-            recorded, wanted = _recorded_settings(path), self.settings.to_dict()
-            changed = [key for key in wanted if key != "shard" and recorded.get(key) != wanted[key]]
-            if changed:
-                key = changed[0]
-                option = "--batch-size" if key == "batch_size" else key
-                option, was, now = setting_difference(option, recorded.get(key), wanted[key])
+            changes = describe_changes(_recorded_settings(path), self.settings.to_dict(), skip=("shard",))
+            if changes:
                 raise InvalidArgumentError(
-                    f"{self.out} holds shards made with {option} {was} ({path.name}), this one would "
-                    f"use {now}; give every shard of a job the same settings, or choose another --out"
+                    f"{self.out} holds shards made with other settings ({path.name}: {changes}); give every "
+                    "shard of a job the same settings, or choose another --out"
                 )
 
     def _fresh(self) -> set[int]:
         self._refuse_other_splits()
         if self.progress_path.exists() or self.summary_path.exists() or self._merged_without_progress():
             raise OutputError(
-                f"{self.out} already holds this shard's samples; pass --resume to continue "
-                f"or choose another --out"
+                f"{self.out} already holds this shard's samples; pass --resume to continue them, "
+                "--force to replace them, or choose another --out"
             )
         prepare_output_dir(self.out)
         return set()
@@ -152,14 +181,11 @@ class OutputDir:
             return set()  # nothing to resume: start, as a fresh run would
         progress = _read_progress(self.progress_path)
         recorded, done = progress["settings"], progress["done"]
-        wanted = self.settings.to_dict()
-        changed = sorted(key for key in wanted if recorded.get(key) != wanted[key])
-        if changed:
-            first = changed[0]
-            first, was, now = setting_difference(first, recorded.get(first), wanted[first])
+        changes = describe_changes(recorded, self.settings.to_dict())
+        if changes:
             raise InvalidArgumentError(
-                f"--resume with different settings: {first} was {was!r}, now "
-                f"{now!r}; use the original settings or another --out"
+                f"--resume with different settings: {changes}; use the original settings, --force to "
+                "replace the samples, or another --out"
             )
         return self._on_disk({int(i) for i in done})
 

@@ -19,7 +19,7 @@ from vmddpm_deploy.choices import SAMPLING_PRECISIONS
 from vmddpm_deploy.diffusion import Denoiser, Sampler, make_sampler
 from vmddpm_deploy.diffusion.schedule import check_steps
 from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
-from vmddpm_deploy.jobs.output_dir import OutputDir
+from vmddpm_deploy.jobs.output_dir import OutputDir, remove_samples
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
 from vmddpm_deploy.runtime.batching import resolve_batch_size
 from vmddpm_deploy.runtime.source import (
@@ -98,7 +98,7 @@ def plan_job(
 
 
 def prepare_job(
-    plan: JobPlan, out: Path, *, backend: str, device: str, resume: bool,
+    plan: JobPlan, out: Path, *, backend: str, device: str, resume: bool, force: bool = False,
 ) -> tuple[OutputDir, Denoiser, str]:
     """Load ``plan``'s denoiser on ``backend`` (``auto`` resolved here, where it runs) and open the
     output directory of ``plan.settings.shard``; returns the directory, the denoiser and the
@@ -107,8 +107,8 @@ def prepare_job(
     The precision (``auto``: see :func:`resolve_sampling_precision`) and the batch size are
     resolved here, once (None: the backend's largest, never more than the job's ``n``) and recorded
     in the directory's settings; a size the backend refuses fails before the output directory is
-    touched. A Ray worker builds its plan from the SRC it opened on its own
-    node and the driver's settings, so the sha256 check below catches a node that sees another file.
+    touched (``force``: then this shard's earlier samples are removed). A Ray worker builds its
+    plan from the SRC it opened on its own node and the driver's settings, so the sha256 check below catches a node that sees another file.
     """
     source = plan.source
     if source.sha256 != plan.settings.source_sha256:
@@ -121,5 +121,7 @@ def prepare_job(
     denoiser = load_denoiser(source, backend, device, precision)
     batch_size = resolve_batch_size(denoiser, plan.settings.batch_size, plan.settings.n)
     settings = dataclasses.replace(plan.settings, batch_size=batch_size, precision=precision)
+    if force:
+        remove_samples(Path(out), settings.shard)
     output = OutputDir(Path(out), settings, resume)
     return output, denoiser, backend

@@ -81,6 +81,34 @@ def setting_difference(key: str, recorded: Any, wanted: Any) -> tuple[str, Any, 
     return key, recorded, wanted
 
 
+#: Each setting of :class:`JobSettings` by the name the user gives it, most telling first: another
+#: SRC, count or format makes another job; the sampler's settings other images; the split and batch
+#: size are how the job is run. A diffusers scheduler's config is named down to the entry that differs.
+SETTING_OPTIONS = {
+    "source_sha256": "SRC", "n": "--n", "image_format": "--format", "sampler": "--sampler", "steps": "--steps",
+    "spacing": "--spacing", "scheduler": "scheduler", "eta": "--eta", "seed": "--seed", "precision": "--precision",
+    "shard": "--shard", "batch_size": "--batch-size",
+}
+
+
+def describe_changes(recorded: dict[str, Any], wanted: dict[str, Any], *, skip: tuple[str, ...] = ()) -> str:
+    """Every setting that differs between two ``JobSettings.to_dict()``s, by option name and most
+    telling first ("--n was 4, now 2; --format was png, now npz"); "" when none does."""
+    known = [key for key in SETTING_OPTIONS if key in wanted]
+    keys = known + sorted(key for key in wanted if key not in SETTING_OPTIONS)
+    changes = []
+    for key in keys:
+        if key in skip or recorded.get(key) == wanted[key]:
+            continue
+        if key == "source_sha256":
+            changes.append(f"SRC is another file (sha256 {str(recorded.get(key))[:12]}... then, {wanted[key][:12]}... now)")
+            continue
+        option, was, now = setting_difference(SETTING_OPTIONS.get(key, "--" + key.replace("_", "-")), recorded.get(key),
+                                              wanted[key])
+        changes.append(f"{option} was {was}, now {now}")
+    return "; ".join(changes)
+
+
 def job_summary(
     *, images: int, already_done: int, seconds: float, denoiser_calls: int, ms_per_denoiser_call: float,
     batch_size: int, padded_rows: int, **extra: Any,

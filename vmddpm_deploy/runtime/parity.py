@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
@@ -72,14 +71,13 @@ def torch_reference(source: DenoiserSource, checkpoint: str | os.PathLike | None
             )
         return opened
     recorded = source.torch_checkpoint
-    named = source.manifest.source.checkpoint
+    path, why = source.source_checkpoint_path
     if recorded is None:
         raise InvalidArgumentError(
             f"check compares with torch fp32 and needs the checkpoint {source.path} was exported from; "
-            f"{named or 'the one its manifest names'} is gone or changed since the export: pass it with "
-            "--checkpoint CKPT"
+            f"{why}: pass it with --checkpoint CKPT"
         )
-    return DenoiserSource("checkpoint", Path(named), recorded.config, recorded.schedule,
+    return DenoiserSource("checkpoint", path, recorded.config, recorded.schedule,
                           source.manifest.source.sha256, checkpoint=recorded)
 
 
@@ -97,12 +95,15 @@ def compare(eps: torch.Tensor, reference: torch.Tensor, atol: float, rtol: float
     max rel divides by max(|reference|, 1e-3): elements of eps near 0 would make it meaningless.
     """
     error = (eps - reference).abs()
+    allowed = atol + rtol * reference.abs()
     return {
         "max_abs": error.max().item(),
         "max_rel": (error / reference.abs().clamp_min(1e-3)).max().item(),
         "atol": atol,
         "rtol": rtol,
-        "passed": bool((error <= atol + rtol * reference.abs()).all()),
+        # What the verdict is made on: the largest error as a fraction of what its element allows.
+        "max_error_over_allowed": (error / allowed).max().item(),
+        "passed": bool((error <= allowed).all()),
     }
 
 

@@ -28,13 +28,23 @@ from pathlib import Path
 
 import torch
 
-from vmddpm_deploy.checkpoint import Checkpoint, checkpoint_sha256, is_pretrained_directory, load_checkpoint
+from vmddpm_deploy.checkpoint import (
+    TORCH_SAVE_SUFFIXES,
+    Checkpoint,
+    checkpoint_sha256,
+    is_pretrained_directory,
+    load_checkpoint,
+)
 from vmddpm_deploy.diffusion import Denoiser, NoiseSchedule
 from vmddpm_deploy.choices import CHECK_ONLY_BACKENDS, SAMPLING_BACKENDS, SAMPLING_PRECISIONS
 from vmddpm_deploy.digests import sha256_file
-from vmddpm_deploy.errors import InvalidArgumentError
+from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
 from vmddpm_deploy.export.manifest import MANIFEST_NAME, Manifest, read_manifest
 from vmddpm_deploy.model import ModelConfig
+
+
+#: Files a training run's folder holds its checkpoint in (``train -o``'s default, and the older form).
+CHECKPOINT_SUFFIXES = (".safetensors", *TORCH_SAVE_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -51,17 +61,37 @@ class DenoiserSource:
     manifest: Manifest | None = None
 
     @cached_property
+    def source_checkpoint_path(self) -> tuple[Path | None, str]:
+        """(path, "") of the checkpoint an export was made from, found unchanged; else (None, why not).
+
+        Tried relative to the export directory, then at the absolute path, then as written (exports
+        from before the relative path recorded it relative to where export ran); only a file whose
+        sha256 is the recorded one counts. Hashed at most once per source."""
+        if self.manifest is None:
+            return None, f"{self.path} is not an export"
+        recorded = self.manifest.source
+        if not recorded.checkpoint:
+            return None, "the manifest names no checkpoint"
+        candidates = [self.manifest.export_dir / recorded.checkpoint,
+                      Path(recorded.checkpoint_absolute or recorded.checkpoint), Path(recorded.checkpoint)]
+        # A file, or a save_pretrained directory.
+        found = [path for path in dict.fromkeys(Path(os.path.normpath(p)) for p in candidates) if path.exists()]
+        for path in found:
+            if checkpoint_sha256(path) == recorded.sha256:
+                return path, ""
+        if found:
+            return None, f"{found[0]} changed since the export (its sha256 differs)"
+        return None, f"{recorded.checkpoint_absolute or recorded.checkpoint} is gone"
+
+    @cached_property
     def torch_checkpoint(self) -> Checkpoint | None:
         """The checkpoint the torch backend runs: SRC itself, or the one an export was made from if
-        it is still where the manifest says, unchanged; None otherwise. Hashed and loaded at most
-        once per source, however many places ask (``auto``, then the backend it picked)."""
+        it is still found unchanged (:attr:`source_checkpoint_path`); None otherwise. Hashed and
+        loaded at most once per source, however many places ask (``auto``, then the backend it picked)."""
         if self.checkpoint is not None or self.manifest is None:
             return self.checkpoint
-        recorded = self.manifest.source
-        path = Path(recorded.checkpoint)
-        if not recorded.checkpoint or not path.exists() or checkpoint_sha256(path) != recorded.sha256:
-            return None
-        return load_checkpoint(path)
+        path, _ = self.source_checkpoint_path
+        return load_checkpoint(path) if path is not None else None
 
 
 def open_source(path: str | os.PathLike) -> DenoiserSource:
@@ -69,6 +99,14 @@ def open_source(path: str | os.PathLike) -> DenoiserSource:
     path = Path(path)
     if (path.is_dir() and not is_pretrained_directory(path)) or path.suffix == ".plan" or path.name == MANIFEST_NAME:
         export_dir = path if path.is_dir() else path.parent
+        checkpoints = [] if (export_dir / MANIFEST_NAME).exists() else sorted(
+            child for child in export_dir.iterdir() if child.suffix in CHECKPOINT_SUFFIXES and child.is_file()
+        )
+        if path.is_dir() and checkpoints:  # a training run's folder
+            raise ArtifactError(
+                f"{path} is a folder holding {', '.join(p.name for p in checkpoints[:3])}, not an export directory; "
+                f"did you mean {checkpoints[0]}?"
+            )
         manifest = read_manifest(export_dir)  # ArtifactError on a missing/corrupt artifact
         return DenoiserSource(
             "export", path, manifest.config, manifest.schedule, sha256_file(manifest.path), manifest=manifest
@@ -84,9 +122,10 @@ def _load_torch(source: DenoiserSource, device: str, precision: str = "fp32") ->
 
     checkpoint = source.torch_checkpoint
     if checkpoint is None:
+        _, why = source.source_checkpoint_path
         raise InvalidArgumentError(
-            f"the torch backend needs the checkpoint; {source.path} is an export directory whose source "
-            "checkpoint is gone or changed: pass the checkpoint, or use --backend onnxruntime"
+            f"the torch backend needs the checkpoint {source.path} was exported from, and {why}; "
+            "pass the checkpoint, or use --backend onnxruntime"
         )
     return TorchDenoiser(checkpoint, device, precision)
 
@@ -160,6 +199,25 @@ def resolve_backend(name: str, source: DenoiserSource) -> str:
     if source.torch_checkpoint is not None:
         return "torch"
     return "onnxruntime"
+
+
+def auto_fallback_note(source: DenoiserSource) -> str | None:
+    """One line saying why ``auto`` runs ``source`` on a slower backend than the fastest it could
+    use (TensorRT for an export with engines, else torch), or None when it runs on that one."""
+    chosen = resolve_backend("auto", source)
+    if source.manifest is not None and source.manifest.engines and chosen != "tensorrt":
+        if importlib.util.find_spec("tensorrt") is None:
+            why = "TensorRT is not installed (vmddpm-deploy[tensorrt])"
+        else:
+            why = "no CUDA GPU is visible"
+        return f"backend auto: {chosen}, not tensorrt: the export has engines but {why}"
+    if chosen == "onnxruntime":
+        _, why = source.source_checkpoint_path
+        return (
+            f"backend auto: onnxruntime, slower than torch, which needs the checkpoint this export was made "
+            f"from, and {why}; pass that checkpoint as SRC, or re-export"
+        )
+    return None
 
 
 def resolve_sampling_precision(precision: str, backend: str, device: str) -> str:

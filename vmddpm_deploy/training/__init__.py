@@ -10,7 +10,7 @@ Files of a run with ``-o ckpt.safetensors``::
     ckpt.safetensors.train-state  everything needed to continue: weights, EMA, AdamW state, step,
                                   per-step losses, settings, data fingerprint (torch.load(weights_only=True))
     ckpt.safetensors.loss.csv     step,loss: one row per step, for a loss-curve plot
-    ckpt.samples/step_NNNNNNN.png  optional 4x4 grid of EMA samples (16-bit PNG), every K steps
+    ckpt.samples/step_NNNNNNN.png  optional 4x4 grid of EMA samples (8-bit preview PNG), every K steps
 
 All three are rewritten atomically at every checkpoint, the train state first: a crash at any
 moment leaves a train state that ``--resume`` continues exactly. Every random draw of step ``k``

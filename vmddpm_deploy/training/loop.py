@@ -22,7 +22,7 @@ from vmddpm_deploy.data.image_dataset import ImageDataset
 from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
 from vmddpm_deploy.errors import CheckpointError, ConfigError, DataError, InvalidArgumentError, OutputError
 from vmddpm_deploy.model import VMDDPM, ModelConfig
-from vmddpm_deploy.outputs import to_uint16, write_png16
+from vmddpm_deploy.outputs import write_image_grid
 from vmddpm_deploy.generation import generate
 from vmddpm_deploy.training.run_files import (
     TRAIN_STATE_FORMAT,
@@ -36,7 +36,6 @@ from vmddpm_deploy.training.settings import TrainSettings, resume_changes
 
 _DROPOUT_STREAM = 2
 SAMPLE_GRID = 4  # the sample grid is SAMPLE_GRID x SAMPLE_GRID EMA samples
-SAMPLE_STEPS = 50  # DDIM steps for the grid
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,8 @@ class TrainResult:
     losses: list[float]  # the whole run's per-step losses
     seconds: float  # time in this call's steps (no checkpoint / sample writing)
     stopped: bool  # ended early by should_stop
+    grids: tuple[Path, ...] = ()  # sample grids written by this call
+    grid_seconds: float = 0.0  # time spent sampling and writing them
 
     @property
     def ms_per_step(self) -> float:
@@ -95,6 +96,8 @@ def train(
             raise InvalidArgumentError(
                 f"the run being resumed is already at step {len(state['losses'])}; --steps must be at least that"
             )
+    # Made now, so that grid settings the schedule cannot take fail before a long data load.
+    grid_sampler = make_sampler(settings.sample_sampler, schedule, settings.sample_steps) if settings.sample_every else None
     if not isinstance(dataset, ImageDataset):
         dataset = dataset(config.image_size)
     if config.in_channels != dataset.images.shape[1]:
@@ -126,7 +129,7 @@ def train(
         run.restore(state)
     start = len(run.losses)
 
-    stopped, seconds = False, 0.0
+    stopped, seconds, grids, grid_seconds = False, 0.0, [], 0.0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for step in range(start, settings.steps):
             began = time.perf_counter()
@@ -136,15 +139,19 @@ def train(
             stopped = should_stop is not None and should_stop()
             if done % settings.checkpoint_every == 0 or done == settings.steps or stopped:
                 run.save(output)
-            if settings.sample_every and done % settings.sample_every == 0:
-                run.write_sample_grid(samples_dir(output) / f"step_{done:07d}.png")
+            if grid_sampler is not None and done % settings.sample_every == 0:
+                began = time.perf_counter()
+                grids.append(run.write_sample_grid(samples_dir(output) / f"step_{done:07d}.png", grid_sampler))
+                grid_seconds += time.perf_counter() - began
             if on_step is not None:
                 on_step(done, loss)
             if stopped:
                 break
     if start == settings.steps and state is not None:
         run.save(output)  # nothing to add, but make sure ckpt.safetensors and the log match the state
-    return TrainResult(len(run.losses), len(run.losses) - start, list(run.losses), seconds, stopped)
+    return TrainResult(
+        len(run.losses), len(run.losses) - start, list(run.losses), seconds, stopped, tuple(grids), grid_seconds
+    )
 
 
 class _Run:
@@ -236,18 +243,14 @@ class _Run:
         writer.writerows((k + 1, f"{loss:.6g}") for k, loss in enumerate(self.losses))
         write_atomic(loss_log_path(output), lambda handle: handle.write(text.getvalue().encode()))
 
-    def write_sample_grid(self, path: Path) -> None:
-        """SAMPLE_GRID^2 EMA samples (DDIM, fixed seed 0, so grids of different steps compare)."""
+    def write_sample_grid(self, path: Path, sampler) -> Path:
+        """SAMPLE_GRID^2 EMA samples (fixed seed 0, so grids of different steps compare) as an 8-bit
+        PNG with gaps between the tiles: a preview to look at (``sample`` writes the 16-bit data)."""
         count = SAMPLE_GRID * SAMPLE_GRID
-        sampler = make_sampler("ddim", self.schedule, min(SAMPLE_STEPS, self.schedule.num_train_timesteps))
         images = torch.cat([x for _, x in generate(self.ema, sampler, 0, range(count), self.image_shape, count,
                                                    self.device)])
-        channels, size = self.image_shape[0], self.image_shape[1]
-        grid = images.cpu().numpy().reshape(SAMPLE_GRID, SAMPLE_GRID, channels, size, size)
-        grid = grid.transpose(2, 0, 3, 1, 4).reshape(channels, SAMPLE_GRID * size, SAMPLE_GRID * size)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_png16(path, to_uint16(grid))
-
+        return write_image_grid(path, images.float().cpu().numpy())
 
 
 def _check_same_run(

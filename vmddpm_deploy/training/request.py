@@ -1,9 +1,10 @@
 """A training run as a user asks for it (the ``train`` command): which settings and model a call
 trains with, loading the data, the first Ctrl-C as a request to stop, and the run's summary.
 
-The rules of ``--resume``: settings not given are the run's own (its ``steps``,
-``checkpoint_every`` and ``sample_every`` too, which a resumed run may change), and the model
-is the run's unless a preset, scan order or config file is given (then it must equal the run's).
+The rules of ``--resume``: settings not given are the run's own (its ``steps``, checkpoint and
+sample-grid cadence too, which a resumed run may change), the data is the run's unless ``--data``
+is given (the images must be the same either way), and the model is the run's unless a preset,
+scan order or config file is given (then it must equal the run's).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import torch
 
 from vmddpm_deploy.data import ImageDataset, LoadOptions, load_dataset
 from vmddpm_deploy.diffusion import NoiseSchedule
-from vmddpm_deploy.errors import ConfigError
+from vmddpm_deploy.errors import ConfigError, InvalidArgumentError
 from vmddpm_deploy.model import ModelConfig, preset
-from vmddpm_deploy.model.config import DEFAULT_PRESET_NAME
+from vmddpm_deploy.model.config import DEFAULT_PRESET_NAME, PRESETS
 from vmddpm_deploy.training.loop import TrainResult, train
-from vmddpm_deploy.training.run_files import load_train_state, loss_log_path, saved_run
+from vmddpm_deploy.training.run_files import load_train_state, loss_log_path, saved_data, saved_run
 from vmddpm_deploy.training.settings import TrainSettings
 
 DEFAULT_STEPS = 10000  # of a new run; a resumed run continues to its own total unless steps are given
@@ -36,7 +37,7 @@ RECENT_STEPS = 100  # the summary's mean loss is over this many last steps
 class TrainRequest:
     """What to train, on what, and where; ``None`` fields were not given (see the module docstring)."""
 
-    data: str  # a folder, one file, or "bundled" (see load_dataset)
+    data: str | None  # a folder, one file, or "bundled" (see load_dataset); None: the resumed run's
     output: Path
     device: torch.device
     load_options: LoadOptions
@@ -66,6 +67,9 @@ class TrainProgress:
 
     def stop_requested(self) -> None:
         """A Ctrl-C asked to stop: the run finishes this step and writes a checkpoint."""
+
+    def note(self, message: str) -> None:
+        """Something worth knowing that does not stop the run (e.g. the data are resized)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class TrainReport:
             "batch_size": self.settings.batch_size,
             "images": self.images,
             "stopped": self.result.stopped,
+            "sample_grids": [str(path) for path in self.result.grids],
+            "sample_grid_seconds": round(self.result.grid_seconds, 3),
         }
 
 
@@ -112,14 +118,18 @@ def run_request(request: TrainRequest, progress: TrainProgress | None = None) ->
     settings, saved_config = request_settings(request, state)
     config = request_model_config(request, saved_config)
     schedule = NoiseSchedule(kind=request.schedule) if request.schedule is not None else None
+    data = request_data(request, state)
     loaded: list[ImageDataset] = []
 
     def load(image_size: int) -> ImageDataset:
         dataset = None
         try:
-            dataset = load_dataset(request.data, image_size, request.load_options, on_file=progress.file_read)
+            dataset = load_dataset(data, image_size, request.load_options, on_file=progress.file_read)
         finally:
             progress.loading_ended(dataset)
+        note = resize_note(dataset, image_size)
+        if note:
+            progress.note(note)
         loaded.append(dataset)
         return dataset
 
@@ -138,6 +148,27 @@ def run_request(request: TrainRequest, progress: TrainProgress | None = None) ->
         finally:
             progress.training_ended()
     return TrainReport(request.output, result, settings, request.device, len(loaded[0]))
+
+
+def request_data(request: TrainRequest, state: dict[str, Any] | None) -> str:
+    """``--data``, or under ``resume`` without it the data the run was trained on."""
+    if request.data is not None:
+        return request.data
+    if not request.resume:
+        raise InvalidArgumentError("a new training run needs --data (a folder, one file, or bundled)")
+    return saved_data(request.output, state)
+
+
+def resize_note(dataset: ImageDataset, image_size: int) -> str | None:
+    """One line when the data's images are not at the model's resolution (they are resized to it),
+    naming the preset that trains at theirs, if one does."""
+    if not dataset.source_sizes or dataset.source_sizes[0] == (image_size, image_size):
+        return None
+    height, width = dataset.source_sizes[0]
+    text = f"the images are {height}x{width}, the model {image_size}x{image_size}: every image is resized to it"
+    fitting = [name for name, config in PRESETS.items() if config.image_size == max(height, width)]
+    side = max(height, width)
+    return text + (f"; --preset {fitting[0]} trains at {side}x{side}" if fitting else "")
 
 
 def request_settings(request: TrainRequest, state: dict[str, Any] | None) -> tuple[TrainSettings, ModelConfig | None]:

@@ -36,6 +36,15 @@ def saved_run(output: Path, state: dict[str, Any]) -> tuple[dict[str, Any], Mode
         raise CheckpointError(f"{path}: {exc}") from None
 
 
+def saved_data(output: Path, state: dict[str, Any]) -> str:
+    """The ``--data`` the run in ``output`` was trained on, read from its train ``state`` (see
+    :func:`load_train_state`), so ``--resume`` need not repeat it."""
+    source = (state.get("data") or {}).get("source")
+    if not isinstance(source, str):
+        raise CheckpointError(f"{train_state_path(Path(output))} does not say which data the run used; pass --data")
+    return source
+
+
 def check_new_output(output: Path, force: bool) -> None:
     """OutputError unless ``output`` can start a new run (free, or ``force`` to replace a run)."""
     if output.is_dir():

@@ -6,12 +6,13 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from vmddpm_deploy.diffusion.reverse_process import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from vmddpm_deploy.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyperparameters; all but ``steps``, ``checkpoint_every`` and ``sample_every`` must match
+    """Hyperparameters; all but :data:`RESUME_FREE` (steps, checkpoints, sample grids) must match
     when a run is resumed (they shape the loss curve)."""
 
     steps: int
@@ -26,6 +27,8 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 1000
     sample_every: int = 0  # 0: no sample grids
+    sample_sampler: str = DEFAULT_SAMPLER  # the grids' sampler and steps: sampling's defaults
+    sample_steps: int = DEFAULT_STEPS
 
     def __post_init__(self) -> None:
         checks = {
@@ -39,6 +42,8 @@ class TrainSettings:
             "--seed must be in [0, 2^63)": 0 <= self.seed < 2**63,
             "--checkpoint-every must be at least 1": self.checkpoint_every >= 1,
             "--sample-every must be >= 0": self.sample_every >= 0,
+            f"--sample-sampler must be one of {', '.join(SAMPLERS)}": self.sample_sampler in SAMPLERS,
+            "--sample-steps must be at least 1": self.sample_steps >= 1,
         }
         problems = [message for message, ok in checks.items() if not ok]
         if problems:
@@ -55,7 +60,7 @@ class TrainSettings:
 
 
 #: Settings a resumed run may change; the others shape the loss curve and must stay the run's.
-RESUME_FREE = ("steps", "checkpoint_every", "sample_every")
+RESUME_FREE = ("steps", "checkpoint_every", "sample_every", "sample_sampler", "sample_steps")
 _OPTION_NAMES = {"ema_decay": "--ema", "hflip": "--hflip/--no-hflip", "amp": "--amp/--no-amp"}
 
 

@@ -39,12 +39,17 @@ const char* const kUsage =
     "                     [--seed 0] [--out samples] [--npy FILE] [--no-images]\n"
     "                     --spacing: leading, trailing, linspace, quadratic, logsnr or karras\n"
     "  vmddpm_host noise --seed S --index I --stream R --count N --out FILE.npy\n"
-    "  vmddpm_host info --export-dir DIR\n"
+    "  vmddpm_host info --export-dir DIR [--json]\n"
     "\n"
     "sample runs DDIM (the Python sampler's rule: sample i depends only on (seed, i)) with the\n"
     "TensorRT engine of the manifest (--engine picks one when there are several), or replays eps\n"
     "recorded from the Python sampler (--replay), and writes one 16-bit image per sample\n"
-    "(00000.png, ...) and optionally all images as float32 (n, C, H, W) in --npy.\n";
+    "(00000.png, ...) and optionally all images as float32 (n, C, H, W) in --npy. Record the eps\n"
+    "file with `vmddpm-deploy sample SRC --record-eps FILE` (same --n, --batch-size, --steps,\n"
+    "--eta and --seed).\n"
+    "\n"
+    "info prints the model, image shape, engines and whether this build has the TensorRT\n"
+    "denoiser; --json prints everything the host read from the manifest instead.\n";
 
 // --key value pairs after the subcommand; flags (no value) are listed in `flags`.
 class Options {
@@ -222,11 +227,40 @@ int run_noise(Options& options) {
   return 0;
 }
 
+#if defined(VMDDPM_HOST_WITH_TENSORRT)
+constexpr bool kWithTensorRT = true;
+#else
+constexpr bool kWithTensorRT = false;
+#endif
+
+// `info` without --json: a few lines a person reads.
+int print_info_summary(const Manifest& manifest) {
+  std::printf("export dir   %s\n", manifest.export_dir.string().c_str());
+  std::string model;
+  for (const auto& [name, value] : manifest.model) model += (model.empty() ? "" : ", ") + name + "=" + value;
+  std::printf("model        %s\n", model.empty() ? "(not in the manifest)" : model.c_str());
+  std::printf("image        %" PRId64 " x %" PRId64 " x %" PRId64 " (C x H x W); %" PRId64 " train timesteps\n",
+              manifest.channels, manifest.height, manifest.width, manifest.num_train_timesteps());
+  if (manifest.engines.empty()) std::printf("engines      none (vmddpm-deploy build-engine makes one)\n");
+  for (size_t i = 0; i < manifest.engines.size(); ++i) {
+    const EngineEntry& e = manifest.engines[i];
+    std::printf("%s %s: %s, batch %" PRId64 "..%" PRId64 ", TensorRT %s, compute capability %s\n",
+                i ? "            " : "engines     ", e.file.c_str(), e.precision.c_str(), e.min_batch, e.max_batch,
+                e.tensorrt.c_str(), e.compute_capability.c_str());
+  }
+  std::printf("tensorrt     %s\n", kWithTensorRT ? "compiled in: sample runs the engines"
+                                                  : "not compiled in: sample runs --replay only");
+  return 0;
+}
+
 // What the host understood of a manifest, as JSON on stdout (doubles with 17 significant
 // digits, so they read back to the same float64).
 int run_info(Options& options) {
   const Manifest manifest = read_manifest(options.required("export-dir"));
+  const bool as_json = options.has("json");
+  options.text("json");
   options.check_all_used();
+  if (!as_json) return print_info_summary(manifest);
   std::printf("{\"x\": \"%s\", \"t\": \"%s\", \"eps\": \"%s\", \"shape\": [%" PRId64 ", %" PRId64 ", %" PRId64 "],\n",
               manifest.x_name.c_str(), manifest.t_name.c_str(), manifest.eps_name.c_str(), manifest.channels,
               manifest.height, manifest.width);
@@ -261,7 +295,7 @@ int run(int argc, char** argv) {
     return run_noise(options);
   }
   if (command == "info") {
-    Options options(argc, argv, 2, {});
+    Options options(argc, argv, 2, {"json"});
     return run_info(options);
   }
   throw HostError(ExitCode::kInvalidArgument, "unknown command " + command + "; choose sample, noise or info");

@@ -1,6 +1,7 @@
 #include "manifest.h"
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -43,6 +44,28 @@ const EngineEntry& Manifest::engine(const std::string& file) const {
                                            "; build one with `vmddpm-deploy build-engine " + export_dir.string() + "`");
 }
 
+// A config value as text: numbers as written (integers without a fraction), arrays joined by commas.
+static std::string scalar_text(const json::Value& value) {
+  switch (value.type()) {
+    case json::Value::Type::kString:
+      return value.as_string();
+    case json::Value::Type::kBool:
+      return value.as_bool() ? "true" : "false";
+    case json::Value::Type::kNumber: {
+      char text[32];
+      std::snprintf(text, sizeof text, "%.10g", value.as_double());
+      return text;
+    }
+    case json::Value::Type::kArray: {
+      std::string joined;
+      for (const auto& item : value.items()) joined += (joined.empty() ? "" : ",") + scalar_text(item);
+      return joined;
+    }
+    default:
+      return "null";
+  }
+}
+
 Manifest parse_manifest(const std::string& text, const std::filesystem::path& export_dir, const std::string& source) {
   Manifest manifest;
   manifest.export_dir = export_dir;
@@ -76,6 +99,10 @@ Manifest parse_manifest(const std::string& text, const std::filesystem::path& ex
     if (static_cast<int64_t>(manifest.alphas_cumprod.size()) != steps) {
       throw json::TypeError(table.path() + " has " + std::to_string(manifest.alphas_cumprod.size()) +
                             " values, num_train_timesteps says " + std::to_string(steps));
+    }
+
+    if (const json::Value* model = root.find("model")) {
+      for (const auto& [name, value] : model->members()) manifest.model.emplace_back(name, scalar_text(value));
     }
 
     if (const json::Value* engines = root.find("engines")) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace vmddpm::host {
@@ -31,6 +32,8 @@ struct Manifest {
   // alpha_bar_t for t = 0 .. T-1, float64 exactly as Python computed it.
   std::vector<double> alphas_cumprod;
   std::vector<EngineEntry> engines;
+  // The model config as "name", "value" text pairs (arrays as "1,2,2"), for `vmddpm_host info`.
+  std::vector<std::pair<std::string, std::string>> model;
 
   int64_t num_train_timesteps() const { return static_cast<int64_t>(alphas_cumprod.size()); }
   int64_t sample_numel() const { return channels * height * width; }
