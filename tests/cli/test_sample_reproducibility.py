@@ -106,10 +106,12 @@ def tiny_export(tiny, tmp_path_factory):
 
 
 def test_onnxruntime_gives_the_same_bytes_at_any_threads_batch_size_and_split(tmp_path, tiny_export):
-    """Three processes: a plain run, and a 2-way split whose shards differ in threads and batch size."""
-    onnxruntime = ["--backend", "onnxruntime", "--format", "png"]
+    """3 images, one micro-batch per process (ONNX Runtime's single-threaded calls are the slow
+    part): a plain run (batch 3, 2 threads) and a 2-way split whose shards differ from it in
+    threads, batch size and each image's row in its call."""
+    onnxruntime = ["--backend", "onnxruntime", "--format", "png", "--n", 3]  # the last --n counts
     summary = sample(tiny_export, tmp_path / "plain", *onnxruntime)
-    assert summary["backend"] == "onnxruntime"
-    sample(tiny_export, tmp_path / "split", *onnxruntime, "--shard", "0/2", "--batch-size", 1, threads=1)
-    sample(tiny_export, tmp_path / "split", *onnxruntime, "--shard", "1/2", "--batch-size", 3, threads=2)
+    assert summary["backend"] == "onnxruntime" and summary["images"] == 3
+    sample(tiny_export, tmp_path / "split", *onnxruntime, "--shard", "0/2", "--batch-size", 2, threads=1)
+    sample(tiny_export, tmp_path / "split", *onnxruntime, "--shard", "1/2", "--batch-size", 1, threads=2)
     assert files(tmp_path / "split") == files(tmp_path / "plain")
