@@ -128,10 +128,11 @@ def test_resume_mismatch_names_every_differing_setting_most_telling_first(tmp_pa
     result = invoke("sample", other, "--n", 2, "--steps", 2, "--format", "npz", "--seed", 3, "--out", out, "--resume")
     assert result.exit_code == 2
     line = error_line(result)
-    # The batch size followed --n (4, then 2), but it does not change the images, so it is not named.
+    # The batch size followed --n (the smaller of --n and the backend's largest): it comes last, after the cause.
     changes = line.split("--resume with different settings: ")[1].split("; use the original")[0].split("; ")
-    assert [change.split()[0] for change in changes] == ["SRC", "--n", "--format", "--seed"]
-    assert changes[1:] == ["--n was 4, now 2", "--format was png, now npz", "--seed was 0, now 3"]
+    assert [change.split()[0] for change in changes] == ["SRC", "--n", "--format", "--seed", "--batch-size"]
+    assert changes[1:] == ["--n was 4, now 2", "--format was png, now npz", "--seed was 0, now 3",
+                           "--batch-size was 4, now 2"]
 
 
 def test_force_replaces_the_samples_of_another_run(tmp_path, micro_ckpt):
