@@ -50,6 +50,7 @@ from vmddpm_deploy.evaluation.inception import InceptionFeatureExtractor
 from vmddpm_deploy.evaluation.metrics import evaluate_sets
 from vmddpm_deploy.jobs import sampling
 from vmddpm_deploy.jobs.output_dir import OutputDir
+from vmddpm_deploy.jobs.prepare import resolve_arithmetic
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
 from vmddpm_deploy.runtime.source import DenoiserSource, load_denoiser, open_source
 
@@ -143,8 +144,9 @@ def run_cell(row: str, nfe: int, seed: int, n: int, batch_size: int, source: Den
     assert len(sampler.timesteps) == nfe, f"{row} at {nfe} steps makes {len(sampler.timesteps)} calls"
     config = source.config
     image_shape = (config.in_channels, config.image_size, config.image_size)
+    arithmetic = resolve_arithmetic(denoiser, "torch", "cpu", batch_size)
     settings = JobSettings(source.sha256, n, row, nfe, 0.0, seed, "npz", Shard(), batch_size,
-                           precision=ROWS[row].precision)
+                           precision=ROWS[row].precision, arithmetic=arithmetic)
     samples_dir = out / "samples" / cell_path(out, row, nfe, seed).stem
     shutil.rmtree(samples_dir, ignore_errors=True)  # an interrupted cell's samples: its timing is lost, redo it
     run = sampling.sample_shard(OutputDir(samples_dir, settings, resume=False), denoiser, sampler, image_shape)

@@ -10,6 +10,7 @@ import torch
 import vmddpm_deploy.generation as generation
 from vmddpm_deploy.diffusion import NoiseSchedule, gaussian_noise, make_sampler
 from vmddpm_deploy.generation import generate
+from vmddpm_deploy.runtime.batching import CallPlan
 
 
 def toy_denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -44,3 +45,46 @@ def test_a_deterministic_sampler_starts_no_noise_thread(monkeypatch):
     sampler = make_sampler("ddim", NoiseSchedule(), 4)
     monkeypatch.setattr(generation, "ThreadPoolExecutor", None)  # would fail if it were used
     assert run(sampler, prefetch_noise=True).shape == (5, 1, 4, 4)
+
+
+@pytest.fixture(scope="module")
+def micro_denoiser():
+    from vmddpm_deploy.checkpoint import init_checkpoint
+    from vmddpm_deploy.model import ModelConfig
+    from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
+
+    config = ModelConfig(image_size=8, base_channels=8, channel_mult=(1, 2), d_state=4, norm_groups=4)
+    return TorchDenoiser(init_checkpoint(config, NoiseSchedule(), seed=0))
+
+
+def test_micro_batches_side_by_side_run_single_threaded_and_give_the_serial_bytes(micro_denoiser):
+    sampler = make_sampler("ddim", NoiseSchedule(), 3, eta=0.5)
+    seen = []
+
+    def recording(x, t):
+        seen.append((threading.current_thread().name, torch.get_num_threads(), x.shape[0]))
+        return micro_denoiser(x, t)
+
+    def images(batch_size, calls):
+        batches = generate(recording, sampler, 7, range(5), (1, 8, 8), batch_size, calls=calls)
+        return torch.cat([x0 for _, x0 in batches])
+
+    before = torch.get_num_threads()
+    serial = images(5, CallPlan(2, workers=1, intra_op_threads=1))
+    assert {(name, threads) for name, threads, _ in seen} == {(threading.current_thread().name, 1)}
+    assert torch.get_num_threads() == before  # restored
+    # Micro-batches of 2 rows: batches of 1 -> five; of 3 -> [0, 1], [2], [3, 4]; of 5 -> three. 3 steps each.
+    for batch_size, micro_batches in ((1, 5), (3, 3), (5, 3)):
+        seen.clear()
+        assert torch.equal(images(batch_size, CallPlan(2, workers=3, intra_op_threads=1)), serial)
+        assert all(name.startswith("denoise") and threads == 1 and rows == 2 for name, threads, rows in seen)
+        assert len(seen) == 3 * micro_batches
+
+
+def test_progress_from_worker_threads_adds_up_to_the_images(micro_denoiser):
+    sampler = make_sampler("ddim", NoiseSchedule(), 4)
+    reported = []
+    batches = generate(micro_denoiser, sampler, 7, range(5), (1, 8, 8), 3, on_step=reported.append,
+                       calls=CallPlan(2, workers=2, intra_op_threads=1))
+    sizes = [len(indices) for indices, _ in batches]
+    assert sizes == [3, 2] and sum(reported) == pytest.approx(5.0) and len(reported) == 3 * 4

@@ -51,7 +51,7 @@ class DemoSettings:
     sampler: str = DEFAULT_SAMPLER
     steps: int = DEFAULT_STEPS
     seed: int = 0
-    batch_size: int | None = None  # None: as `sample`, the backend's largest, never more than n
+    batch_size: int | None = None  # None: as `sample` resolves it (on the CPU the images do not depend on it)
     device: str = "cpu"
     export: bool = True
     checkpoint: Path | None = None  # None: DEMO_CHECKPOINT, or an untrained one if it is missing

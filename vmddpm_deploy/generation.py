@@ -1,42 +1,52 @@
-"""Generating images from any Denoiser, with per-sample seeding and a fixed batch shape.
+"""Generating images from any Denoiser, with per-sample seeding and fixed-shape denoiser calls.
 
 Sample ``i`` of a run with seed ``s`` draws its initial noise and every step's noise from the
 counter-based generator keyed by ``(s, i, stream)`` (:mod:`vmddpm_deploy.diffusion.noise`), so
 its inputs do not depend on the batch it is drawn in. Its *output* depends on the batch only
-through the batch size: a backend's arithmetic can round differently at another batch shape, but
-at one shape a row's eps does not depend on its position or on the other rows (measured for
-torch with native and reference ops and for ONNX Runtime; GroupNorm and LayerNorm are per
-sample). So every batch, a job's last one and a shard's included, is padded to ``batch_size``
-rows (copies of its last sample, dropped afterwards): sample ``i`` is then a function of
-``(seed, i, batch_size)`` and the backend, whichever indices share its batch. The C++ host pads
-the same way (plugins/host/src/sampling_loop.cpp).
+through the number of rows the sampler and the denoiser run on: a backend's arithmetic can round
+differently at another batch shape (and, on the CPU, another intra-op thread count), but at one
+shape a row's result does not depend on its position or on the other rows (measured for torch
+with native and reference ops and for ONNX Runtime; GroupNorm and LayerNorm are per sample).
+
+So each batch is cut into micro-batches of a fixed number of rows, the last one padded with
+copies of its last sample (dropped afterwards), and every micro-batch runs through the whole
+sampler on its own: sample ``i`` is a function of ``(seed, i, micro_batch)`` and the backend,
+whichever indices share its batch. On the CPU the micro-batches run side by side on worker
+threads, each with one intra-op thread (torch releases the GIL inside its ops), so the thread
+count changes the speed and not the bytes (:mod:`vmddpm_deploy.runtime.batching`). The C++
+host pads a batch the same way (plugins/host/src/sampling_loop.cpp).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager
 
 import torch
 
 from vmddpm_deploy.diffusion import Denoiser, Sampler, gaussian_noise, run_sampler
+from vmddpm_deploy.runtime.batching import CallPlan
 
 
 class CallTimer:
-    """Wraps a Denoiser and accumulates its call count and wall time."""
+    """Wraps a Denoiser and accumulates its call count and wall time (summed over the worker
+    threads that call it side by side)."""
 
     def __init__(self, denoiser: Denoiser):
         self.denoiser = denoiser
         self.calls = 0
         self.seconds = 0.0
+        self._lock = threading.Lock()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
         eps = self.denoiser(x, t)
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
+        with self._lock:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
         return eps
 
     @property
@@ -77,6 +87,17 @@ class PrefetchedNoise:
         return noise.to(self.device, non_blocking=True)
 
 
+@contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count is ``count`` inside the block (it is process-wide; restored after)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def generate(
     denoiser: Denoiser,
     sampler: Sampler,
@@ -87,34 +108,66 @@ def generate(
     device: str | torch.device = "cpu",
     on_step: Callable[[float], None] | None = None,
     prefetch_noise: bool | None = None,
+    calls: CallPlan | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Yield ``(indices, x0)`` per batch; x0: (len(indices), C, H, W) float32 in about [-1, 1].
+    """Yield ``(indices, x0)`` per batch of ``batch_size`` indices; x0: (len(indices), C, H, W)
+    float32 in about [-1, 1].
 
-    Every denoiser call has exactly ``batch_size`` rows: a short batch is padded with copies of its
-    last sample (see the module docstring). ``on_step(images)`` is called after every sampler step
-    with the (fractional) number of images that step completed, so a progress bar in images moves
-    smoothly. ``prefetch_noise``
-    draws each step's noise ahead on a thread (:class:`PrefetchedNoise`); None: on a GPU device
-    only (on the CPU the draw would take cores from the denoiser).
+    ``calls`` says how the batch is evaluated (None: as one micro-batch of ``batch_size`` rows on
+    this thread): micro-batches of ``calls.micro_batch`` rows, a short one padded with copies of its
+    last sample, ``calls.workers`` of them side by side, each worker thread with
+    ``calls.intra_op_threads`` torch threads (see the module docstring). ``on_step(images)`` is
+    called after every sampler step of every micro-batch with the (fractional) number of images
+    that step completed, so a progress bar in images moves smoothly; with several workers it is
+    called from their threads, one call at a time. ``prefetch_noise`` draws each step's noise ahead
+    on a thread (:class:`PrefetchedNoise`); None: on a GPU device only (on the CPU the draw would
+    take cores from the denoiser).
     """
     device = torch.device(device)
+    calls = calls or CallPlan(batch_size)
+    rows_per_call = calls.micro_batch
     noisy_steps = [k for k in range(len(sampler.timesteps)) if sampler.needs_noise(k)]
     if prefetch_noise is None:
         prefetch_noise = device.type == "cuda"
-    with ThreadPoolExecutor(1, thread_name_prefix="noise") if prefetch_noise and noisy_steps else nullcontext() as pool:
+    report_lock = threading.Lock()
+
+    def run_micro_batch(chunk: list[int], noise_pool: ThreadPoolExecutor | None) -> torch.Tensor:
+        rows = chunk + chunk[-1:] * (rows_per_call - len(chunk))
+        x_T = gaussian_noise(seed, rows, 0, image_shape).to(device)
+        if noise_pool is not None:
+            step_noise = PrefetchedNoise(noise_pool, seed, rows, image_shape, noisy_steps, device)
+        else:
+            def step_noise(k: int) -> torch.Tensor:
+                return gaussian_noise(seed, rows, k + 1, image_shape).to(device)
+
+        def callback(k: int, total: int) -> None:
+            if on_step is not None:
+                with report_lock:
+                    on_step(len(chunk) / total)
+
+        return run_sampler(sampler, denoiser, x_T, step_noise, callback=callback)[: len(chunk)]
+
+    with ExitStack() as stack:
+        noise_pool = None
+        if prefetch_noise and noisy_steps:
+            noise_pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="noise"))
+        threads = calls.intra_op_threads
+        if threads is not None:
+            stack.enter_context(intra_op_threads(threads))
+        def set_worker_threads() -> None:
+            # OpenMP keeps a thread count per thread: each worker sets its own before its first op.
+            if threads is not None:
+                torch.set_num_threads(threads)
+
+        workers = None
+        if calls.workers > 1:
+            workers = ThreadPoolExecutor(calls.workers, thread_name_prefix="denoise", initializer=set_worker_threads)
+            stack.callback(workers.shutdown, wait=True, cancel_futures=True)  # Ctrl-C: start no new micro-batch
         for start in range(0, len(indices), batch_size):
             chunk = list(indices[start : start + batch_size])
-            rows = chunk + chunk[-1:] * (batch_size - len(chunk))
-            x_T = gaussian_noise(seed, rows, 0, image_shape).to(device)
-            if pool is not None:
-                step_noise = PrefetchedNoise(pool, seed, rows, image_shape, noisy_steps, device)
+            parts = [chunk[i : i + rows_per_call] for i in range(0, len(chunk), rows_per_call)]
+            if workers is None:
+                x0 = [run_micro_batch(part, noise_pool) for part in parts]
             else:
-                def step_noise(k: int, rows: list[int] = rows) -> torch.Tensor:
-                    return gaussian_noise(seed, rows, k + 1, image_shape).to(device)
-
-            def callback(k: int, total: int, size: int = len(chunk)) -> None:
-                if on_step is not None:
-                    on_step(size / total)
-
-            x0 = run_sampler(sampler, denoiser, x_T, step_noise, callback=callback)
-            yield chunk, x0[: len(chunk)]
+                x0 = [future.result() for future in [workers.submit(run_micro_batch, part, noise_pool) for part in parts]]
+            yield chunk, torch.cat(x0)

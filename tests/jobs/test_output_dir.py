@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,10 +16,14 @@ from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 from vmddpm_deploy.jobs.output_dir import OutputDir
 from vmddpm_deploy.jobs.sampling import sample_shard
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
+from vmddpm_deploy.runtime.arithmetic import Arithmetic
 
 
-def settings(n=5, image_format="npz", shard: Shard | None = None, steps=4, batch_size=2) -> JobSettings:
-    return JobSettings("f" * 64, n, "ddim", steps, 0.5, 11, image_format, shard or Shard(), batch_size)
+def settings(
+    n=5, image_format="npz", shard: Shard | None = None, steps=4, batch_size=2, micro_batch=2, device="cpu AVX512",
+) -> JobSettings:
+    arithmetic = Arithmetic("torch", "torch (test)", device, "fp32", micro_batch)
+    return JobSettings("f" * 64, n, "ddim", steps, 0.5, 11, image_format, shard or Shard(), batch_size, arithmetic=arithmetic)
 
 
 def run(out, denoiser, sampler, resume=False, **kwargs):
@@ -30,10 +35,11 @@ def load_npz(path):
         return data["indices"], data["images"].astype(np.int64)
 
 
-def test_shards_of_another_batch_size_are_close_to_the_full_run(tmp_path, denoiser, sampler):
+def test_shards_of_another_batch_size_give_the_full_runs_bytes(tmp_path, denoiser, sampler):
+    """The calls have the micro-batch's rows whatever the batch size, so the batch size changes no byte."""
     run(tmp_path / "full", denoiser, sampler, batch_size=5)
-    for index in (0, 1):
-        run(tmp_path / "sharded", denoiser, sampler, batch_size=2, shard=Shard(index, 2))
+    for index, batch_size in ((0, 3), (1, 1)):
+        run(tmp_path / "sharded", denoiser, sampler, batch_size=batch_size, shard=Shard(index, 2))
     full_indices, full = load_npz(tmp_path / "full" / "samples.npz")
     i0, a = load_npz(tmp_path / "sharded" / "samples.shard-0-of-2.npz")
     i1, b = load_npz(tmp_path / "sharded" / "samples.shard-1-of-2.npz")
@@ -41,8 +47,7 @@ def test_shards_of_another_batch_size_are_close_to_the_full_run(tmp_path, denois
     merged = np.empty_like(full)
     merged[i0], merged[i1] = a, b
     assert full_indices.tolist() == [0, 1, 2, 3, 4]
-    # Batch composition differs between the runs, so allow one 16-bit level of rounding.
-    assert np.abs(merged - full).max() <= 1
+    assert np.array_equal(merged, full)
     assert not (tmp_path / "sharded" / ".parts").exists() or not list((tmp_path / "sharded" / ".parts").iterdir())
 
 
@@ -78,29 +83,45 @@ def test_any_split_at_one_batch_size_gives_the_full_runs_bytes(tmp_path, denoise
                 assert np.array_equal(np.asarray(part), whole[:, :, index::count])
 
 
-def test_a_shard_of_another_batch_size_is_refused(tmp_path, denoiser, sampler):
+@pytest.mark.parametrize(
+    ("changed", "message"),
+    [
+        ({"micro_batch": 3}, r"\(progress.shard-0-of-2.json: arithmetic.micro_batch was 2, now 3\)"),
+        ({"device": "cpu AVX2"}, r"\(progress.shard-0-of-2.json: arithmetic.device was cpu AVX512, now cpu AVX2\)"),
+    ],
+)
+def test_a_shard_of_another_arithmetic_is_refused(tmp_path, denoiser, sampler, changed, message):
     run(tmp_path / "o", denoiser, sampler, n=4, batch_size=2, shard=Shard(0, 2))
-    with pytest.raises(InvalidArgumentError, match=r"\(progress.shard-0-of-2.json: --batch-size was 2, now 3\)"):
-        OutputDir(tmp_path / "o", settings(n=4, batch_size=3, shard=Shard(1, 2)), resume=False)
-    assert not (tmp_path / "o" / "progress.shard-1-of-2.json").exists()
+    OutputDir(tmp_path / "o", settings(n=4, batch_size=3, shard=Shard(1, 2)), resume=False)  # another batch size: fine
+    with pytest.raises(InvalidArgumentError, match=message):
+        OutputDir(tmp_path / "o", settings(n=4, shard=Shard(1, 2), **changed), resume=True)
 
 
-def test_resume_with_another_batch_size_is_refused(tmp_path, denoiser, sampler):
-    run(tmp_path / "o", denoiser, sampler, n=3, batch_size=2)
-    with pytest.raises(InvalidArgumentError, match="--batch-size was 2, now 3"):
-        OutputDir(tmp_path / "o", settings(n=3, batch_size=3), resume=True)
+def test_resume_with_another_batch_size_continues_and_another_arithmetic_is_refused(tmp_path, denoiser, sampler):
+    run(tmp_path / "full", denoiser, sampler, n=5, batch_size=5, image_format="png")
+    with pytest.raises(KeyboardInterrupt):  # dies in batch 2
+        run(tmp_path / "o", KilledAfter(denoiser, 4 + 2), sampler, n=5, batch_size=2, image_format="png")
+    with pytest.raises(InvalidArgumentError, match=r"arithmetic.device was cpu AVX512, now cpu AVX2 \(the images"):
+        OutputDir(tmp_path / "o", settings(n=5, image_format="png", device="cpu AVX2"), resume=True)
+    run(tmp_path / "o", denoiser, sampler, resume=True, n=5, batch_size=3, image_format="png")
+    assert job_files(tmp_path / "o") == job_files(tmp_path / "full")
 
 
-def test_only_the_last_short_batch_is_padded(tmp_path, denoiser, sampler):
+@pytest.mark.parametrize(("batch_size", "micro_batches", "padded"), [(2, 3, 1), (5, 3, 1), (3, 3, 1), (1, 5, 5)])
+def test_every_call_has_the_micro_batchs_rows_and_only_short_ones_are_padded(
+    tmp_path, denoiser, sampler, batch_size, micro_batches, padded
+):
     calls = []
 
     def counting(x, t):
         calls.append(x.shape[0])
         return denoiser(x, t)
 
-    summary = run(tmp_path / "o", counting, sampler, n=5, batch_size=2)
-    assert set(calls) == {2} and len(calls) == 3 * 4  # batches [0, 1], [2, 3], [4 + one copy]; 4 steps each
-    assert summary["padded_rows"] == 1
+    # n 5, micro-batch 2: batches of 2 -> [0, 1], [2, 3], [4 + a copy]; of 5 -> the same; of 3 -> [0, 1], [2 + a
+    # copy], [3, 4]; of 1 -> five micro-batches of one row and a copy. 4 steps each.
+    summary = run(tmp_path / "o", counting, sampler, n=5, batch_size=batch_size)
+    assert set(calls) == {2} and len(calls) == micro_batches * 4
+    assert summary["padded_rows"] == padded
 
 
 class KilledAfter:
@@ -251,9 +272,10 @@ def test_a_merged_file_without_its_progress_file_is_never_taken_for_this_runs(tm
         ({"format": "vmddpm-deploy-samples/1", "settings": {}, "done": []}, "older vmddpm-deploy, whose images depended"),
         ({"format": "vmddpm-deploy-samples/2", "settings": {}, "done": []}, "older vmddpm-deploy, whose dpm-solver++"),
         ({"format": "vmddpm-deploy-samples/3", "settings": {}, "done": []}, "older vmddpm-deploy, whose settings did"),
-        ({"format": "vmddpm-deploy-samples/4", "settings": {}, "done": ["a"]}, "no list of done indices"),
-        ({"format": "vmddpm-deploy-samples/4", "done": [0]}, "no settings"),
-        ([1, 2], "is not a vmddpm-deploy-samples/4 progress file"),
+        ({"format": "vmddpm-deploy-samples/4", "settings": {}, "done": []}, "older vmddpm-deploy, whose images depended on --batch"),
+        ({"format": "vmddpm-deploy-samples/5", "settings": {}, "done": ["a"]}, "no list of done indices"),
+        ({"format": "vmddpm-deploy-samples/5", "done": [0]}, "no settings"),
+        ([1, 2], "is not a vmddpm-deploy-samples/5 progress file"),
     ],
 )
 def test_unusable_progress_files_are_one_line(tmp_path, progress, phrase):
@@ -267,7 +289,7 @@ def test_unusable_progress_files_are_one_line(tmp_path, progress, phrase):
 def test_a_shard_with_another_seed_is_refused_and_other_json_files_are_ignored(tmp_path, denoiser, sampler):
     run(tmp_path / "o", denoiser, sampler, n=4, shard=Shard(0, 2))
     (tmp_path / "o" / "progress-notes.json").write_text("not ours")
-    other_seed = JobSettings("f" * 64, 4, "ddim", 4, 0.5, 12, "npz", Shard(1, 2), 2)
+    other_seed = dataclasses.replace(settings(n=4, shard=Shard(1, 2)), seed=12)
     with pytest.raises(InvalidArgumentError, match=r"\(progress.shard-0-of-2.json: --seed was 11, now 12\)"):
         OutputDir(tmp_path / "o", other_seed, resume=False)
     assert OutputDir(tmp_path / "o", settings(n=4, shard=Shard(1, 2)), resume=False).todo == [1, 3]

@@ -17,6 +17,8 @@ from vmddpm_deploy.diffusion import NoiseSchedule, make_sampler
 from vmddpm_deploy.digests import sha256_file
 from vmddpm_deploy.errors import ArtifactError, BackendUnavailableError, OutputError
 from vmddpm_deploy.model import ModelConfig
+from vmddpm_deploy.runtime.arithmetic import Arithmetic
+from vmddpm_deploy.runtime.batching import CPU_MICRO_BATCH
 from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 from vmddpm_deploy.jobs.output_dir import OutputDir
 from vmddpm_deploy.jobs.sampling import sample_shard
@@ -43,7 +45,13 @@ def micro_ckpt(tmp_path_factory):
 
 
 def settings(ckpt, n=5, image_format="png", shard: Shard | None = None, batch_size=2) -> JobSettings:
-    return JobSettings(sha256_file(ckpt), n, "ddim", 3, 0.5, 11, image_format, shard or Shard(), batch_size)
+    """The settings a worker resolves for ``ckpt`` on this machine's CPU (so that shards made here and
+    by Ray workers share a directory)."""
+    from vmddpm_deploy.checkpoint import load_checkpoint
+
+    here = TorchDenoiser(load_checkpoint(ckpt)).arithmetic()
+    arithmetic = Arithmetic("torch", **here, micro_batch=CPU_MICRO_BATCH)
+    return JobSettings(sha256_file(ckpt), n, "ddim", 3, 0.5, 11, image_format, shard or Shard(), batch_size, arithmetic=arithmetic)
 
 
 def run_in_process(ckpt, out, shard, denoiser=None, resume=False, image_format="png"):
@@ -71,7 +79,7 @@ def test_ray_run_equals_the_job_array_and_the_single_process_run(tmp_path, ray_i
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["workers"] == 2 and summary["images"] == 5 and summary["backend"] == "torch"
-    assert summary["denoiser_calls"] == 3 * 3  # shard 0: [0, 2], [4]; shard 1: [1, 3]
+    assert summary["denoiser_calls"] == 3 * 3  # micro-batches of shard 0: [0, 2], [4]; of shard 1: [1, 3]
     for index in (0, 1):
         run_in_process(micro_ckpt, tmp_path / "array", Shard(index, 2))
     run_in_process(micro_ckpt, tmp_path / "single", Shard())
@@ -80,7 +88,7 @@ def test_ray_run_equals_the_job_array_and_the_single_process_run(tmp_path, ray_i
     for name in names:
         # Same shard, same batches: bit for bit the job array's file.
         assert (out / name).read_bytes() == (tmp_path / "array" / name).read_bytes()
-        # Other batch composition, same batch size: every batch is padded to it, so bit for bit too.
+        # Other micro-batch composition: every call is padded to the micro-batch, so bit for bit too.
         assert (out / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
     for index in (0, 1):
         progress = json.loads((out / f"progress.shard-{index}-of-2.json").read_text())
@@ -155,10 +163,10 @@ def test_a_stopped_worker_keeps_a_resumable_directory(tmp_path, micro_ckpt):
 
     out = tmp_path / "o"
     worker = ShardWorker()
-    done, backend, batch_size = worker.prepare(
+    done, backend, arithmetic = worker.prepare(
         str(micro_ckpt), "auto", "cpu", str(out), settings(micro_ckpt, shard=Shard(0, 2)), False, 1
     )
-    assert (done, backend) == (0.0, "torch") and batch_size == 2
+    assert (done, backend) == (0.0, "torch") and arithmetic == dataclasses.asdict(settings(micro_ckpt).arithmetic)
     worker._denoiser = StopAfter(worker._denoiser, 3 + 1)
     assert worker.run() is None
     assert worker.completed() == pytest.approx(2.0)  # batch 1; the stop is seen at the end of batch 2's step 1

@@ -19,6 +19,7 @@ from vmddpm_deploy.jobs import sampling
 from vmddpm_deploy.jobs.output_dir import OutputDir
 from vmddpm_deploy.jobs.ray_workers import ShardWorker
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
+from vmddpm_deploy.runtime.arithmetic import Arithmetic
 from vmddpm_deploy.runtime.source import load_denoiser, open_source
 
 from .conftest import SHAPE
@@ -78,7 +79,8 @@ def test_sample_ray_workers_demo_and_bench_quality_share_one_loop(loop_calls, mi
 
 
 def test_a_shard_is_filled_and_summarised(tmp_path, denoiser, sampler):
-    settings = JobSettings("f" * 64, 5, "ddim", len(sampler.timesteps), 0.5, 3, "npz", Shard(1, 2), 2)
+    arithmetic = Arithmetic("torch", "torch (test)", "cpu AVX512", "fp32", micro_batch=2)
+    settings = JobSettings("f" * 64, 5, "ddim", len(sampler.timesteps), 0.5, 3, "npz", Shard(1, 2), 2, arithmetic=arithmetic)
     steps = []
     summary = sampling.sample_shard(OutputDir(tmp_path, settings, resume=False), denoiser, sampler, SHAPE,
                                     on_step=steps.append)

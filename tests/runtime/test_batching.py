@@ -12,9 +12,12 @@ from vmddpm_deploy.cli import app
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.export import export_checkpoint
 from vmddpm_deploy.runtime.batching import (
+    CPU_MICRO_BATCH,
     DEFAULT_BATCH_SIZE,
+    CallPlan,
     PaddedDenoiser,
     fit_batches,
+    plan_calls,
     resolve_batch_size,
 )
 from vmddpm_deploy.runtime.onnx_reference_backend import OnnxReferenceDenoiser
@@ -61,14 +64,24 @@ def test_padding_runs_small_batches_and_keeps_their_rows():
     assert fit_batches(unlimited) is unlimited
 
 
-def test_default_batch_size_is_the_backends_largest():
-    assert resolve_batch_size(RowwiseDenoiser((1, 32)), None, 1000) == 32
-    assert resolve_batch_size(RowwiseDenoiser((4, 4)), None, 3) == 3
-    assert resolve_batch_size(lambda x, t: x, None, 1000) == DEFAULT_BATCH_SIZE
-    assert resolve_batch_size(lambda x, t: x, None, 5) == 5
-    assert resolve_batch_size(lambda x, t: x, 64, 1000) == 64
+def test_default_batch_size_on_a_gpu_is_the_backends_largest():
+    assert resolve_batch_size(RowwiseDenoiser((1, 32)), None, 1000, "cuda") == 32
+    assert resolve_batch_size(RowwiseDenoiser((4, 4)), None, 3, "cuda") == 3
+    assert resolve_batch_size(lambda x, t: x, None, 1000, "cuda") == DEFAULT_BATCH_SIZE
+    assert resolve_batch_size(lambda x, t: x, None, 5, "cuda") == 5
+    assert resolve_batch_size(lambda x, t: x, 64, 1000, "cuda") == 64
     with pytest.raises(InvalidArgumentError, match="--batch-size 16 is larger than this backend takes .at most 8"):
-        resolve_batch_size(RowwiseDenoiser((1, 8)), 16, 1000)
+        resolve_batch_size(RowwiseDenoiser((1, 8)), 16, 1000, "cuda")
+
+
+def test_on_the_cpu_calls_have_the_micro_batch_and_the_default_keeps_every_thread_busy(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert resolve_batch_size(lambda x, t: x, None, 1000, "cpu") == 8 * CPU_MICRO_BATCH
+    assert resolve_batch_size(lambda x, t: x, None, 5, "cpu") == 5
+    assert resolve_batch_size(RowwiseDenoiser((1, 8)), 16, 1000, "cpu") == 16  # the calls have 4 rows
+    assert plan_calls(lambda x, t: x, "cpu", 16) == CallPlan(CPU_MICRO_BATCH, workers=8, intra_op_threads=1)
+    assert plan_calls(RowwiseDenoiser((6, 6)), "cpu", 16).micro_batch == 6  # a --batch-dim 6 graph takes 6
+    assert plan_calls(lambda x, t: x, "cuda", 16) == CallPlan(16)
 
 
 def test_fixed_batch_graphs_report_and_enforce_their_batch(static_export, exported):
@@ -91,27 +104,26 @@ def _images(directory, n):
 def test_sampling_a_fixed_batch_export_pads_the_last_batch(static_export, exported, tmp_path):
     ckpt, _ = exported
     common = ["--n", "6", "--steps", "4", "--seed", "3", "--quiet"]
-    result = runner.invoke(app, ["sample", str(static_export), "--backend", "onnxruntime", *common,
+    result = runner.invoke(app, ["sample", str(static_export), "--backend", "onnxruntime", *common, "--batch-size", "3",
                                  "--out", str(tmp_path / "static")])
     assert result.exit_code == 0, result.output
-    assert '"batch_size": 4' in result.output  # the graph's batch, by default: batches of 4 and 2 (padded)
+    assert '"padded_rows": 2' in result.output  # calls of the graph's 4 rows: [0, 1, 2 + a copy], [3, 4, 5 + a copy]
     result = runner.invoke(app, ["sample", str(ckpt), "--backend", "torch", *common, "--out", str(tmp_path / "torch")])
     assert result.exit_code == 0, result.output
     # Same seeds, other backend and batch composition: equal up to float rounding (one 16-bit level).
     assert np.abs(_images(tmp_path / "static", 6) - _images(tmp_path / "torch", 6)).max() <= 1
 
 
-def test_a_batch_size_the_backend_refuses_fails_before_writing(static_export, tmp_path):
-    out = tmp_path / "refused"
-    result = runner.invoke(app, ["sample", str(static_export), "--backend", "onnxruntime", "--n", "6",
-                                 "--batch-size", "8", "--out", str(out)])
-    assert result.exit_code == InvalidArgumentError.exit_code
-    assert "--batch-size 8 is larger than this backend takes (at most 4)" in result.output
-    assert "Traceback" not in result.output and not out.exists()
+def test_on_the_cpu_a_batch_size_above_a_fixed_batch_graphs_runs_and_changes_no_byte(static_export, tmp_path):
+    common = ["sample", str(static_export), "--backend", "onnxruntime", "--n", "6", "--steps", "4", "--quiet"]
+    for batch_size in (8, 1):
+        result = runner.invoke(app, [*common, "--batch-size", str(batch_size), "--out", str(tmp_path / str(batch_size))])
+        assert result.exit_code == 0, result.output
+    assert np.array_equal(_images(tmp_path / "8", 6), _images(tmp_path / "1", 6))
 
 
 def test_a_given_batch_size_is_kept_even_above_n():
-    """The images depend on the batch size (every batch is padded to it), so the one the user gave
-    is the one a small job runs with too: --n 10 and --n 1000 at --batch-size 16 agree on 0..9."""
-    assert resolve_batch_size(lambda x, t: x, 16, 5) == 16
-    assert resolve_batch_size(lambda x, t: x, None, 5) == 5  # the default still fits the job
+    """On a GPU the images depend on the batch size (every call is padded to it), so the one the user
+    gave is the one a small job runs with too: --n 10 and --n 1000 at --batch-size 16 agree on 0..9."""
+    assert resolve_batch_size(lambda x, t: x, 16, 5, "cuda") == 16
+    assert resolve_batch_size(lambda x, t: x, None, 5, "cuda") == 5  # the default still fits the job

@@ -64,13 +64,15 @@ def test_every_cpu_backend_writes_the_same_files_for_any_split(exported, tmp_pat
     from vmddpm_deploy.jobs.output_dir import OutputDir
     from vmddpm_deploy.jobs.sampling import sample_shard
     from vmddpm_deploy.jobs.spec import JobSettings, Shard
+    from vmddpm_deploy.runtime.arithmetic import Arithmetic
 
     n, batch_size = 5, 2
+    arithmetic = Arithmetic("torch", "test", "cpu", "fp32", micro_batch=batch_size)
     for name, denoiser, kernels in backends(exported):
         sampler = make_sampler("ddim", open_source(exported[0]).schedule, 3, eta=0.5)
 
         def run(out, shard):
-            settings = JobSettings("f" * 64, n, "ddim", 3, 0.5, 4, "png", shard, batch_size)
+            settings = JobSettings("f" * 64, n, "ddim", 3, 0.5, 4, "png", shard, batch_size, arithmetic=arithmetic)
             if kernels is None:
                 return sample_shard(OutputDir(out, settings, resume=False), denoiser, sampler, (1, 8, 8))
             with dispatch.using(kernels):

@@ -33,7 +33,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Run seed; sample i depends only on (seed, i).")] = 0,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Images per denoiser call (default: as `sample`, the backend's largest, at most --n)."),
+        typer.Option(
+            help="Images sampled together, resolved as `sample --batch-size` (on the CPU the images do not depend on it)."
+        ),
     ] = None,
     checkpoint: Annotated[
         Path | None, typer.Option(help="Use this checkpoint instead of the bundled trained one.")

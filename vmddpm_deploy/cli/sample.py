@@ -71,9 +71,11 @@ def sample(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            help="Images per denoiser call; every batch is padded to it, and the images depend on it, so a "
-            "resumed run and every shard of a job use one value. Default: the largest the backend takes (a "
-            "TensorRT engine's --max-batch, a --batch-dim K export's K), else 16."
+            help="Images sampled together. On the CPU the images do not depend on it (every denoiser call "
+            "has a fixed micro-batch of rows); on a GPU every call has this many rows and the images depend on "
+            "it, so a resumed run and every shard of a GPU job use one value. Default: on the CPU 16, or more "
+            "to keep every thread busy; on a GPU the largest the backend takes (a TensorRT engine's "
+            "--max-batch, a --batch-dim K export's K), else 16."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Run seed; sample i's noise depends only on (seed, i).")] = 0,
@@ -122,11 +124,15 @@ def sample(
     """Generate images with DDPM, DDIM, multistep DDIM (ddim-ab2 / ddim-ab3), DPM-Solver++ or a diffusers
     scheduler; write 16-bit PNG, NPZ or NIfTI.
 
-    At one --batch-size, sample i is the same file byte for byte whatever the --shard split,
-    resume point or Ray workers: its noise comes from (seed, i) alone and every batch is padded
-    to --batch-size. Another --batch-size may round differently (README, "Per-sample seeding").
-    Each image is written atomically and progress.json records what is done, so a run killed at
-    any moment continues with --resume.
+    On the CPU, sample i is the same file byte for byte whatever the thread count
+    (OMP_NUM_THREADS), --batch-size, --shard split, resume point or Ray workers: its noise comes
+    from (seed, i) alone and every denoiser call has the same rows on one thread, the calls
+    running side by side. The bytes still depend on the arithmetic: backend and its version,
+    CPU instruction set or GPU model, precision, and on a GPU --batch-size. It is recorded in
+    progress.json and samples.json, and a resume or shard under another one is refused: other
+    backends or instruction sets give close images, not always identical ones (README
+    "Reproducible datasets"). Each image is written atomically and progress.json records what is done, so a run
+    killed at any moment continues with --resume.
 
     The default, DDIM in 20 steps, is the fewest denoiser calls that keep DDIM 50's FID on the
     bundled model (README, "Fast sampling at equal quality").

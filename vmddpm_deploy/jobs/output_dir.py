@@ -43,13 +43,14 @@ from vmddpm_deploy.outputs import (
     write_png16,
 )
 
-#: /4: the settings record the timestep spacing and the precision.
-PROGRESS_FORMAT = "vmddpm-deploy-samples/4"
+#: /5: fixed-shape micro-batches on one intra-op thread each, the arithmetic recorded.
+PROGRESS_FORMAT = "vmddpm-deploy-samples/5"
 #: Earlier formats, with what made their images differ; a run started under one is not continued.
 _OLDER_PROGRESS_FORMATS = {
     "vmddpm-deploy-samples/1": "whose images depended on how batches were composed",
     "vmddpm-deploy-samples/2": "whose dpm-solver++ did not clip its x0 predictions",
     "vmddpm-deploy-samples/3": "whose settings did not record the timestep spacing and precision",
+    "vmddpm-deploy-samples/4": "whose images depended on --batch-size and the CPU thread count",
 }
 #: ``.parts/FIRST-LAST.npz``: one batch of a stacked format, named after its first and last index.
 _PART_NAME = re.compile(r"(\d+)-(\d+)\.npz")
@@ -127,6 +128,8 @@ class OutputDir:
             raise InvalidArgumentError(f"a job's batch size must be resolved to >= 1, got {settings.batch_size!r}")
         if settings.precision == "auto":
             raise InvalidArgumentError("a job's precision must be resolved (fp32 or bf16) before it writes, got auto")
+        if settings.arithmetic is None:
+            raise InvalidArgumentError("a job's arithmetic (backend, device, micro-batch) must be resolved first")
         self.out = out
         self.settings = settings
         self._format = IMAGE_FORMATS[settings.image_format]
@@ -140,8 +143,8 @@ class OutputDir:
     # -- starting -------------------------------------------------------------------------
     def _refuse_other_splits(self) -> None:
         """Shards of another N overlap this one's indices: mixing them would duplicate samples. Shards
-        of another batch size would make other images than one run of the job (every batch is
-        padded to the batch size, which the images depend on)."""
+        with other settings or another arithmetic would make other images than one run of the job;
+        another batch size is fine (the images depend on the micro-batch, recorded in the arithmetic)."""
         for path in sorted(self.out.glob("progress*.json")):
             match = re.fullmatch(r"progress(?:\.shard-\d+-of-(\d+))?\.json", path.name)
             count = int(match[1] or 1) if match else self.settings.shard.count
@@ -152,11 +155,11 @@ class OutputDir:
                 )
             if match is None or path == self.progress_path:
                 continue  # not a shard's progress file; or this shard's own: --resume compares every setting
-            changes = describe_changes(_recorded_settings(path), self.settings.to_dict(), skip=("shard",))
+            changes = describe_changes(_recorded_settings(path), self.settings.to_dict(), skip=JobSettings.SCHEDULING)
             if changes:
                 raise InvalidArgumentError(
                     f"{self.out} holds shards made with other settings ({path.name}: {changes}); give every "
-                    "shard of a job the same settings, or choose another --out"
+                    "shard of a job the same settings and arithmetic, or choose another --out"
                 )
 
     def _fresh(self) -> set[int]:
@@ -181,10 +184,11 @@ class OutputDir:
             return set()  # nothing to resume: start, as a fresh run would
         progress = _read_progress(self.progress_path)
         recorded, done = progress["settings"], progress["done"]
-        changes = describe_changes(recorded, self.settings.to_dict())
+        changes = describe_changes(recorded, self.settings.to_dict(), skip=("batch_size",))
         if changes:
+            where = " (the images would differ: resume where it is the same)" if "arithmetic." in changes else ""
             raise InvalidArgumentError(
-                f"--resume with different settings: {changes}; use the original settings, --force to "
+                f"--resume with different settings: {changes}{where}; use the original settings, --force to "
                 "replace the samples, or another --out"
             )
         return self._on_disk({int(i) for i in done})
@@ -322,8 +326,9 @@ class OutputDir:
         eta = f" eta={s.eta:g}" if s.sampler == "ddim" else ""
         description = f"{s.sampler} steps={s.steps}{eta} seed={s.seed} {where}"
         settings = s.to_dict()
+        del settings["batch_size"]  # the images do not depend on it: neither do their files
         if "index" in placement:
-            del settings["shard"]  # one sample's file is the same whichever shard (of one batch size) made it
+            del settings["shard"]  # one sample's file is the same whichever shard made it
         metadata = {
             "generator": f"vmddpm-deploy {__version__}",
             "settings": settings,

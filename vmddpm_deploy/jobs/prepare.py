@@ -21,7 +21,8 @@ from vmddpm_deploy.diffusion.schedule import check_steps
 from vmddpm_deploy.errors import ArtifactError, InvalidArgumentError
 from vmddpm_deploy.jobs.output_dir import OutputDir, remove_samples
 from vmddpm_deploy.jobs.spec import JobSettings, Shard
-from vmddpm_deploy.runtime.batching import resolve_batch_size
+from vmddpm_deploy.runtime.arithmetic import Arithmetic
+from vmddpm_deploy.runtime.batching import plan_calls, resolve_batch_size
 from vmddpm_deploy.runtime.source import (
     DenoiserSource,
     load_denoiser,
@@ -104,11 +105,12 @@ def prepare_job(
     output directory of ``plan.settings.shard``; returns the directory, the denoiser and the
     backend's name.
 
-    The precision (``auto``: see :func:`resolve_sampling_precision`) and the batch size are
-    resolved here, once (None: the backend's largest, never more than the job's ``n``) and recorded
-    in the directory's settings; a size the backend refuses fails before the output directory is
-    touched (``force``: then this shard's earlier samples are removed). A Ray worker builds its
-    plan from the SRC it opened on its own node and the driver's settings, so the sha256 check below catches a node that sees another file.
+    The precision (``auto``: see :func:`resolve_sampling_precision`), the batch size, how the calls
+    run (:func:`plan_calls`: on the CPU fixed micro-batches on one intra-op thread each) and the
+    arithmetic are resolved here, once, and recorded in the directory's settings; a size the
+    backend refuses fails before the output directory is touched (``force``: then this shard's
+    earlier samples are removed). A Ray worker builds its plan from the SRC it opened on its own
+    node and the driver's settings, so the sha256 check below catches a node that sees another file.
     """
     source = plan.source
     if source.sha256 != plan.settings.source_sha256:
@@ -118,10 +120,17 @@ def prepare_job(
         )
     backend = resolve_backend(backend, source)
     precision = resolve_sampling_precision(plan.settings.precision, backend, device)
-    denoiser = load_denoiser(source, backend, device, precision)
-    batch_size = resolve_batch_size(denoiser, plan.settings.batch_size, plan.settings.n)
-    settings = dataclasses.replace(plan.settings, batch_size=batch_size, precision=precision)
+    denoiser = load_denoiser(source, backend, device, precision, single_threaded_calls=True)
+    batch_size = resolve_batch_size(denoiser, plan.settings.batch_size, plan.settings.n, device)
+    arithmetic = resolve_arithmetic(denoiser, backend, device, batch_size)
+    settings = dataclasses.replace(plan.settings, batch_size=batch_size, precision=precision, arithmetic=arithmetic)
     if force:
         remove_samples(Path(out), settings.shard)
-    output = OutputDir(Path(out), settings, resume)
-    return output, denoiser, backend
+    return OutputDir(Path(out), settings, resume), denoiser, backend
+
+
+def resolve_arithmetic(denoiser: Denoiser, backend: str, device: str, batch_size: int) -> Arithmetic:
+    """The arithmetic ``denoiser`` computes a job's images in: its runtime, device and precision,
+    and the rows per call :func:`plan_calls` gives it (on the CPU fixed, on a GPU ``batch_size``)."""
+    micro_batch = plan_calls(denoiser, device, batch_size).micro_batch
+    return Arithmetic(backend=backend, **denoiser.arithmetic(), micro_batch=micro_batch)

@@ -116,9 +116,9 @@ class ShardWorker:
     def prepare(
         self, source: str, backend: str, device: str, out: str, settings: JobSettings, resume: bool,
         threads: int,
-    ) -> tuple[float, str, int]:
+    ) -> tuple[float, str, dict[str, Any]]:
         """Load the denoiser and open the shard's output; returns (images already done, backend,
-        batch size).
+        the arithmetic its images are computed in).
 
         ``backend`` may be ``auto``: it is resolved here, on the worker's node and device.
         """
@@ -135,7 +135,7 @@ class ShardWorker:
         )
         self._sampler, self._image_shape, self._device = plan.make_sampler(), plan.image_shape, device
         self._completed = float(len(settings.shard.indices(settings.n)) - len(self._output.todo))
-        return self._completed, self._backend, self._output.settings.batch_size
+        return self._completed, self._backend, dataclasses.asdict(self._output.settings.arithmetic)
 
     def run(self) -> dict[str, Any] | None:
         """Sample every image the shard lacks; the shard's summary, or None when stopped."""
@@ -247,14 +247,16 @@ class RayJob:
                 )
                 for w, worker in enumerate(self._actors)
             ])
-            # Each worker resolves auto and the default batch size on its own node; shards of one job
-            # must share the batch size (the images depend on it).
-            sizes = sorted({size for _, _, size in prepared})
-            if len(sizes) > 1:
-                raise InvalidArgumentError(
-                    f"the Ray workers chose different batch sizes ({', '.join(map(str, sizes))}) on their nodes' "
-                    "backends; pass --batch-size (and --backend) so every shard makes the images of one run"
-                )
+            # Each worker resolves auto, its device and its micro-batch on its own node; shards of one
+            # job must share the arithmetic (the images depend on it).
+            first = prepared[0][2]
+            for _, _, arithmetic in prepared[1:]:
+                field = next((key for key in first if arithmetic[key] != first[key]), None)
+                if field is not None:
+                    raise InvalidArgumentError(
+                        f"the Ray workers would compute images in different arithmetic ({field} {first[field]!r} "
+                        f"and {arithmetic[field]!r}); pass --backend (and --batch-size on GPUs) or run on alike nodes"
+                    )
             self.already_done = sum(done for done, _, _ in prepared)
             self._backends = [backend for _, backend, _ in prepared]
             self._exit = stack.pop_all()

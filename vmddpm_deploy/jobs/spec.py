@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from vmddpm_deploy.errors import InvalidArgumentError
+from vmddpm_deploy.runtime.arithmetic import Arithmetic
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,16 @@ class Shard:
 
 @dataclass(frozen=True)
 class JobSettings:
-    """Everything that determines the images; ``--resume`` refuses if any of it changed.
+    """Everything that determines the images, and how the job is cut up.
 
-    ``batch_size`` belongs here because every batch is padded to it (:mod:`vmddpm_deploy.generation`):
-    the images are a function of it. None means "the backend's largest", which
-    :func:`vmddpm_deploy.jobs.prepare.prepare_job` resolves to a number before anything runs.
-    ``scheduler`` is a diffusers scheduler's class, diffusers version and full config
-    (:attr:`vmddpm_deploy.diffusers.DiffusersScheduler.spec`) when one replaces ``sampler``
-    (which then reads ``diffusers:<class>``).
+    ``--resume`` refuses if anything but ``batch_size`` changed, and a shard sharing a directory
+    if anything but ``shard`` and ``batch_size`` differs: the images depend on neither, only on
+    ``arithmetic.micro_batch`` (:mod:`vmddpm_deploy.generation`), which is the batch size on a GPU
+    and fixed on the CPU. ``batch_size`` None means "the backend's default" and ``arithmetic`` None
+    "not known yet": :func:`vmddpm_deploy.jobs.prepare.prepare_job` resolves both, where the
+    denoiser is loaded, before anything runs. ``scheduler`` is a diffusers scheduler's class,
+    diffusers version and full config (:attr:`vmddpm_deploy.diffusers.DiffusersScheduler.spec`)
+    when one replaces ``sampler`` (which then reads ``diffusers:<class>``).
     ``spacing`` None is the sampler's default placement, resolved by
     :func:`~vmddpm_deploy.jobs.prepare.plan_job`; ``precision`` ``auto`` (what ``sample`` asks
     for by default) is resolved where the denoiser loads (fp32 or bf16 on the torch backend, fp32
@@ -62,6 +65,10 @@ class JobSettings:
     scheduler: dict[str, Any] | None = None
     spacing: str | None = None
     precision: str = "fp32"
+    arithmetic: Arithmetic | None = None
+
+    #: Settings that say how the job is cut up, not what its images are.
+    SCHEDULING = ("shard", "batch_size")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -87,7 +94,7 @@ def setting_difference(key: str, recorded: Any, wanted: Any) -> tuple[str, Any, 
 SETTING_OPTIONS = {
     "source_sha256": "SRC", "n": "--n", "image_format": "--format", "sampler": "--sampler", "steps": "--steps",
     "spacing": "--spacing", "scheduler": "scheduler", "eta": "--eta", "seed": "--seed", "precision": "--precision",
-    "shard": "--shard", "batch_size": "--batch-size",
+    "arithmetic": "arithmetic", "shard": "--shard", "batch_size": "--batch-size",
 }
 
 
@@ -122,7 +129,7 @@ def job_summary(
         "denoiser_calls": denoiser_calls,
         "ms_per_denoiser_call": round(ms_per_denoiser_call, 3),
         "batch_size": batch_size,
-        "padded_rows": padded_rows,  # computed only to keep the batch shape fixed (a short last batch)
+        "padded_rows": padded_rows,  # computed only to keep the call shape fixed (short micro-batches)
         **extra,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

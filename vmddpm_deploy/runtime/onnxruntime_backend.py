@@ -24,6 +24,7 @@ from vmddpm_deploy.errors import (
     BackendUnavailableError,
     InvalidArgumentError,
 )
+from vmddpm_deploy.runtime.arithmetic import device_description
 from vmddpm_deploy.runtime.batching import check_batch
 
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
@@ -93,6 +94,16 @@ class OnnxRuntimeDenoiser:
         self.graph_name = Path(graph).name
         fixed = inputs["x"].shape[0]  # an int for a graph exported with --batch-dim K, else a name
         self.batch_range = (fixed, fixed) if isinstance(fixed, int) else None
+
+    def arithmetic(self) -> dict[str, str]:
+        """What decides this denoiser's rounding besides the batch shape (runtime/arithmetic.py)."""
+        import onnxruntime as ort
+
+        return {
+            "runtime": f"onnxruntime {ort.__version__}, {self.providers[0]}",
+            "device": device_description(self.device),
+            "precision": "fp16" if self.io_dtype == np.float16 else "fp32",
+        }
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         check_batch(self.graph_name, self.batch_range, x.shape[0])

@@ -117,7 +117,7 @@ def open_source(path: str | os.PathLike) -> DenoiserSource:
     )
 
 
-def _load_torch(source: DenoiserSource, device: str, precision: str = "fp32") -> Denoiser:
+def _load_torch(source: DenoiserSource, device: str, single_threaded_calls: bool = False, precision: str = "fp32") -> Denoiser:
     from vmddpm_deploy.runtime.torch_backend import TorchDenoiser
 
     checkpoint = source.torch_checkpoint
@@ -130,7 +130,7 @@ def _load_torch(source: DenoiserSource, device: str, precision: str = "fp32") ->
     return TorchDenoiser(checkpoint, device, precision)
 
 
-def _load_onnxruntime(source: DenoiserSource, device: str) -> Denoiser:
+def _load_onnxruntime(source: DenoiserSource, device: str, single_threaded_calls: bool = False) -> Denoiser:
     from vmddpm_deploy.runtime.onnxruntime_backend import OnnxRuntimeDenoiser
 
     if source.manifest is None:
@@ -138,11 +138,12 @@ def _load_onnxruntime(source: DenoiserSource, device: str) -> Denoiser:
             f"the onnxruntime backend runs an export directory; export {source.path} first: "
             f"vmddpm-deploy export {source.path}"
         )
-    return OnnxRuntimeDenoiser(source.manifest.graph_path("portable"), device)
+    threads = 1 if single_threaded_calls and torch.device(device).type == "cpu" else None
+    return OnnxRuntimeDenoiser(source.manifest.graph_path("portable"), device, threads=threads)
 
 
-def _reference_onnx(kind: str) -> Callable[[DenoiserSource, str], Denoiser]:
-    def load(source: DenoiserSource, device: str) -> Denoiser:
+def _reference_onnx(kind: str) -> Callable[[DenoiserSource, str, bool], Denoiser]:
+    def load(source: DenoiserSource, device: str, single_threaded_calls: bool = False) -> Denoiser:
         from vmddpm_deploy.runtime.onnx_reference_backend import OnnxReferenceDenoiser
 
         if source.manifest is None:
@@ -155,7 +156,7 @@ def _reference_onnx(kind: str) -> Callable[[DenoiserSource, str], Denoiser]:
     return load
 
 
-def _load_tensorrt(source: DenoiserSource, device: str) -> Denoiser:
+def _load_tensorrt(source: DenoiserSource, device: str, single_threaded_calls: bool = False) -> Denoiser:
     from vmddpm_deploy.runtime.tensorrt_backend import load_tensorrt_denoiser
 
     if source.manifest is None:
@@ -167,7 +168,7 @@ def _load_tensorrt(source: DenoiserSource, device: str) -> Denoiser:
 
 
 #: The loader of every backend, one per name of ``choices.BACKENDS``.
-BACKENDS: dict[str, Callable[[DenoiserSource, str], Denoiser]] = {
+BACKENDS: dict[str, Callable[[DenoiserSource, str, bool], Denoiser]] = {
     "torch": _load_torch,
     "onnxruntime": _load_onnxruntime,
     "reference-onnx": _reference_onnx("fp32"),
@@ -235,11 +236,18 @@ def resolve_sampling_precision(precision: str, backend: str, device: str) -> str
     return "fp32"
 
 
-def load_denoiser(source: DenoiserSource, backend: str, device: str = "cpu", precision: str = "fp32") -> Denoiser:
+def load_denoiser(
+    source: DenoiserSource, backend: str, device: str = "cpu", precision: str = "fp32", single_threaded_calls: bool = False
+) -> Denoiser:
     """A ``Denoiser`` running ``source`` on ``backend`` (``auto`` resolved first); ``precision``
-    as :func:`resolve_sampling_precision` resolves it."""
+    as :func:`resolve_sampling_precision` resolves it.
+
+    ``single_threaded_calls``: every call on one intra-op thread where the backend owns its
+    threads (ONNX Runtime's ``intra_op_num_threads``), for sampling jobs, which run calls side by
+    side instead (:mod:`vmddpm_deploy.runtime.batching`); torch's threads are process-wide and set
+    by :func:`vmddpm_deploy.generation.generate`."""
     name = resolve_backend(backend, source)
     precision = resolve_sampling_precision(precision, name, device)
     if name == "torch":
-        return _load_torch(source, device, precision)
-    return BACKENDS[name](source, device)
+        return _load_torch(source, device, precision=precision)
+    return BACKENDS[name](source, device, single_threaded_calls)

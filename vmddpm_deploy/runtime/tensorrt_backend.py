@@ -34,6 +34,7 @@ from vmddpm_deploy.errors import (
     InvalidArgumentError,
 )
 from vmddpm_deploy.export.manifest import MANIFEST_NAME, EngineRecord, Manifest, read_manifest
+from vmddpm_deploy.runtime.arithmetic import device_description
 from vmddpm_deploy.runtime.batching import check_batch
 from vmddpm_deploy.tensorrt.engines import ENGINE_SUFFIX, select_engine
 from vmddpm_deploy.tensorrt.environment import cuda_gpu, import_tensorrt
@@ -200,6 +201,15 @@ class TensorRTDenoiser:
         self.batch_range = (entry.min_batch, entry.max_batch)
         self.runners: dict[int, _BatchRunner] = {}
         self.graph_status: dict[int, str] = {}
+
+    def arithmetic(self) -> dict[str, str]:
+        """What decides this denoiser's rounding besides the batch shape (runtime/arithmetic.py):
+        the plan, which TensorRT tuned for this GPU model and version."""
+        return {
+            "runtime": f"tensorrt {self.trt.__version__}, {self.engine_name}",
+            "device": device_description(self.device),
+            "precision": self.entry.precision,
+        }
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]

@@ -10,6 +10,7 @@ import torch
 from vmddpm_deploy.checkpoint import Checkpoint, build_model
 from vmddpm_deploy.choices import TORCH_PRECISIONS
 from vmddpm_deploy.errors import InvalidArgumentError
+from vmddpm_deploy.runtime.arithmetic import device_description
 
 #: Whether ``--precision auto`` picks bf16 on a CPU with native bf16. It stays False until the
 #: quality grid (benchmarks/bench_quality.py, README "Fewer calls and bf16 on the CPU") shows bf16
@@ -90,6 +91,21 @@ class TorchDenoiser:
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def arithmetic(self) -> dict[str, str]:
+        """What decides this denoiser's rounding besides the batch shape (runtime/arithmetic.py)."""
+        from vmddpm_deploy.ops.dispatch import kernels_for
+        from vmddpm_deploy.ops.native_library import library
+
+        probe = torch.empty(0, device=self.device, dtype=self.io_dtype)
+        kernels = kernels_for(probe).name
+        if kernels == "native" and self.device.type == "cpu":
+            kernels = f"native {library().vmddpm_cpu_isa().decode()}"
+        return {
+            "runtime": f"torch {torch.__version__}, {kernels} scan",
+            "device": device_description(self.device),
+            "precision": self.precision,
+        }
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
