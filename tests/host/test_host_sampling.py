@@ -8,6 +8,7 @@ per-step noise, the batching. Its final images must match Python's.
 
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -147,15 +148,23 @@ def test_sample_records_eps_that_the_host_replays_to_the_same_images(host, micro
     ckpt = save_checkpoint(micro_checkpoint, tmp_path / "ckpt.pt")
     export_dir = write_export_dir(tmp_path / "export", micro_checkpoint)
     recording = tmp_path / "eps.bin"
-    result = CliRunner().invoke(app, ["sample", str(ckpt), "--n", "5", "--batch-size", "3", "--steps", "6",
+    # Batches of 6 and 1 on the CPU: calls of 4 + 2 padded rows, then 1 padded row (CPU_MICRO_BATCH),
+    # which the process's threads would run side by side if recording did not keep them in order.
+    result = CliRunner().invoke(app, ["sample", str(ckpt), "--n", "7", "--batch-size", "6", "--steps", "6",
                                       "--eta", "0.5", "--seed", "9", "--format", "npz", "--out", str(tmp_path / "py"),
                                       "--record-eps", str(recording)])
     assert result.exit_code == 0, result.output
-    assert "recorded 12 denoiser calls" in result.output  # 2 batches x 6 steps
-    replay = host.run("sample", "--export-dir", export_dir, "--replay", recording, "--n", 5, "--batch-size", 3,
-                      "--steps", 6, "--eta", 0.5, "--seed", 9, "--out", tmp_path / "host", "--npy", tmp_path / "x0.npy")
+    assert f"recorded {3 * 6} denoiser calls" in result.output
+    samples = json.loads((tmp_path / "py" / "samples.json").read_text())
+    micro_batch = samples["settings"]["arithmetic"]["micro_batch"]
+    # The host command the run printed, with this test's paths.
+    line = next(line for line in result.output.splitlines() if "vmddpm_host sample" in line)
+    printed = line[line.index("vmddpm_host sample"):].split()[1:]
+    assert printed[printed.index("--micro-batch") + 1] == str(micro_batch)
+    printed[printed.index("--export-dir") + 1] = str(export_dir)
+    replay = host.run(*printed, "--out", tmp_path / "host", "--npy", tmp_path / "x0.npy")
     assert replay.returncode == 0, replay.stderr
-    assert "replayed 12 denoiser calls" in replay.stdout
+    assert f"replayed {3 * 6} denoiser calls" in replay.stdout
     with np.load(tmp_path / "py" / "samples.npz") as data:
         python_images = data["images"].astype(np.int64)
     host_images = to_uint16(np.load(tmp_path / "x0.npy")).astype(np.int64)

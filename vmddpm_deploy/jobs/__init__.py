@@ -77,7 +77,8 @@ def run_sample_job(
             raise
         summary |= {"backend": backend, "precision": output.settings.precision}
         if recorder is not None:
-            summary["eps_recording"] = {"path": str(recorder.close()), "calls": recorder.calls}
+            summary["eps_recording"] = {"path": str(recorder.close()), "calls": recorder.calls,
+                                        "micro_batch": output.settings.arithmetic.micro_batch}
     else:
         if record_eps is not None:
             raise InvalidArgumentError("--record-eps records one process's calls; run without --ray")

@@ -41,6 +41,10 @@ def sample_shard(
     todo = output.todo
     batch_size, micro_batch = settings.batch_size, settings.arithmetic.micro_batch
     calls = dataclasses.replace(plan_calls(denoiser, device, batch_size), micro_batch=micro_batch)
+    if getattr(denoiser, "needs_calls_in_order", False):
+        # An eps recording is replayed call by call in the host's order: micro-batches one after
+        # the other (the bytes do not depend on how many run side by side).
+        calls = dataclasses.replace(calls, workers=1)
     timer = CallTimer(fit_batches(denoiser))
     start = time.perf_counter()
     try:

@@ -30,6 +30,10 @@ class EpsRecorder:
     """A Denoiser that runs ``denoiser`` and records each call; :meth:`close` writes ``path``
     atomically. Calls stream to an unnamed temporary file beside ``path``, so memory stays flat."""
 
+    #: The host replays the calls in its loop's order, so they must not run side by side
+    #: (:func:`vmddpm_deploy.jobs.sampling.sample_shard`).
+    needs_calls_in_order = True
+
     def __init__(self, denoiser: Denoiser, path: str | os.PathLike, image_shape: tuple[int, int, int]):
         self.denoiser, self.path, self.image_shape = denoiser, Path(path), tuple(image_shape)
         self.calls = 0

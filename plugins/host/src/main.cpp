@@ -35,7 +35,8 @@ namespace {
 const char* const kUsage =
     "usage:\n"
     "  vmddpm_host sample --export-dir DIR [--engine PLAN | --replay FILE] [--plugin-lib PATH]\n"
-    "                     [--n 16] [--batch-size 8] [--steps 20] [--eta 0] [--spacing leading]\n"
+    "                     [--n 16] [--batch-size 8] [--micro-batch B] [--steps 20] [--eta 0]\n"
+    "                     [--spacing leading]\n"
     "                     [--seed 0] [--out samples] [--npy FILE] [--no-images]\n"
     "                     --spacing: leading, trailing, linspace, quadratic, logsnr or karras\n"
     "  vmddpm_host noise --seed S --index I --stream R --count N --out FILE.npy\n"
@@ -46,7 +47,9 @@ const char* const kUsage =
     "recorded from the Python sampler (--replay), and writes one 16-bit image per sample\n"
     "(00000.png, ...) and optionally all images as float32 (n, C, H, W) in --npy. Record the eps\n"
     "file with `vmddpm-deploy sample SRC --record-eps FILE` (same --n, --batch-size, --steps,\n"
-    "--eta and --seed).\n"
+    "--eta and --seed; --micro-batch as that command prints: a CPU run calls the denoiser on\n"
+    "fixed micro-batches). Each batch is cut into calls of --micro-batch rows (default: the batch\n"
+    "size), a short one padded with copies of its last sample; the images depend on it.\n"
     "\n"
     "info prints the model, image shape, engines and whether this build has the TensorRT\n"
     "denoiser; --json prints everything the host read from the manifest instead.\n";
@@ -132,9 +135,10 @@ const EngineEntry& pick_engine(const Manifest& manifest, const std::string& requ
 int run_sample(Options& options) {
   const Manifest manifest = read_manifest(options.required("export-dir"));
   const uint64_t n = options.unsigned_int("n", 16, 1);
-  // Every batch is padded to this size and the images depend on it: to reproduce a Python run,
-  // pass the batch size its samples.json records.
   const int64_t batch_size = static_cast<int64_t>(options.unsigned_int("batch-size", 8, 1));
+  // Every call is padded to this many rows and the images depend on it: to reproduce a Python
+  // run, pass the micro_batch its samples.json records under "arithmetic".
+  const int64_t micro_batch = static_cast<int64_t>(options.unsigned_int("micro-batch", static_cast<uint64_t>(batch_size), 1));
   // Python's DEFAULT_STEPS (vmddpm_deploy/diffusion/reverse_process.py); tests/host checks they agree.
   const int64_t steps = static_cast<int64_t>(options.unsigned_int("steps", 20, 1));
   const double eta = options.real("eta", 0.0);
@@ -170,9 +174,9 @@ int run_sample(Options& options) {
                     "-DVMDDPM_HOST_TENSORRT_INCLUDE_DIR=... (and libnvinfer), or use --replay");
 #endif
   }
-  if (batch_size > denoiser->max_batch()) {
-    throw HostError(ExitCode::kInvalidArgument, "--batch-size " + std::to_string(batch_size) +
-                                                    " exceeds the denoiser's maximum batch " +
+  if (micro_batch > denoiser->max_batch()) {
+    throw HostError(ExitCode::kInvalidArgument, "calls of " + std::to_string(micro_batch) +
+                                                    " rows (--micro-batch, default --batch-size) exceed the denoiser's maximum batch " +
                                                     std::to_string(denoiser->max_batch()));
   }
 
@@ -185,7 +189,7 @@ int run_sample(Options& options) {
   for (uint64_t i = 0; i < n; ++i) indices[i] = i;
   std::vector<float> all_images;
   const auto started = std::chrono::steady_clock::now();
-  generate(*denoiser, sampler, seed, indices, shape, batch_size,
+  generate(*denoiser, sampler, seed, indices, shape, batch_size, micro_batch,
            [&](const std::vector<uint64_t>& chunk, const std::vector<float>& x0) {
              for (size_t b = 0; b < chunk.size(); ++b) {
                const float* image = x0.data() + b * shape.numel();

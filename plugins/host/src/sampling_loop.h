@@ -1,5 +1,6 @@
 // The DDIM loop over a Denoiser, as vmddpm_deploy.generation.generate runs it: samples are taken
-// in batches of `batch_size` rows (a short batch padded with copies of its last sample); sample i
+// in batches of `batch_size`, each cut into calls of `micro_batch` rows (a short one padded with
+// copies of its last sample) that run through the whole sampler one after the other; sample i
 // starts from gaussian_noise(seed, i, stream 0) and step k draws gaussian_noise(seed, i, stream
 // k + 1) when the sampler adds noise, so sample i is the same image whichever samples share its
 // batch.
@@ -23,6 +24,6 @@ struct ImageShape {
 using BatchDone = std::function<void(const std::vector<uint64_t>& indices, const std::vector<float>& x0)>;
 
 void generate(Denoiser& denoiser, const DDIMSampler& sampler, uint64_t seed, const std::vector<uint64_t>& indices,
-              const ImageShape& shape, int64_t batch_size, const BatchDone& on_batch);
+              const ImageShape& shape, int64_t batch_size, int64_t micro_batch, const BatchDone& on_batch);
 
 }  // namespace vmddpm::host
