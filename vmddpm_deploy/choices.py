@@ -33,6 +33,8 @@ TIMESTEP_SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace", "quadra
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "ddim-ab2", "ddim-ab3", "dpm-solver++")
 DEFAULT_SAMPLER = "ddim"
 DEFAULT_STEPS = 20
+#: The samplers the C++ host runs too (plugins/host/src/ddim.h), so ``--record-eps`` takes them.
+HOST_SAMPLERS: tuple[str, ...] = ("ddim", "ddim-ab2", "ddim-ab3")
 
 #: Denoiser backends (``runtime/source.py`` ``BACKENDS``); the reference-onnx ones only check
 #: graphs (``check``), onnx's ReferenceEvaluator being far too slow to sample with.

@@ -36,13 +36,18 @@ def micro_checkpoint():
 
 
 @pytest.mark.parametrize(
-    "steps,eta,spacing,schedule_kind",
-    # steps None: neither side is given a step count, so the host's default must be Python's.
-    [(10, 0.0, "leading", "linear"), (7, 0.6, "trailing", "linear"), (9, 1.0, "linspace", "cosine"),
-     (None, 0.0, "leading", "linear"), (8, 0.0, "quadratic", "linear"), (8, 0.5, "karras", "linear"),
-     (12, 0.0, "logsnr", "linear"), (5, 0.0, "karras", "cosine"), (8, 0.0, "logsnr", "cosine")],
+    "sampler_name,steps,eta,spacing,schedule_kind",
+    # None: that setting is given to neither side, so the host's default must be Python's.
+    [("ddim", 10, 0.0, "leading", "linear"), ("ddim", 7, 0.6, "trailing", "linear"),
+     ("ddim", 9, 1.0, "linspace", "cosine"), (None, None, 0.0, None, "linear"),
+     ("ddim", 8, 0.0, "quadratic", "linear"), ("ddim", 8, 0.5, "karras", "linear"),
+     ("ddim", 12, 0.0, "logsnr", "linear"), ("ddim", 5, 0.0, "karras", "cosine"),
+     ("ddim", 8, 0.0, "logsnr", "cosine"), ("ddim-ab2", 8, 0.0, "quadratic", "linear"),
+     ("ddim-ab3", 9, 0.0, "logsnr", "linear"), ("ddim-ab2", 6, 0.0, "leading", "cosine"),
+     ("ddim-ab3", 2, 0.0, "trailing", "linear")],
 )
-def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, steps, eta, spacing, schedule_kind):
+def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, sampler_name, steps, eta, spacing,
+                                          schedule_kind):
     checkpoint = micro_checkpoint
     if schedule_kind != checkpoint.schedule.kind:
         checkpoint = init_checkpoint(checkpoint.config, NoiseSchedule(kind=schedule_kind), seed=0)
@@ -51,17 +56,19 @@ def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, step
     n, batch_size, seed = 5, 3, 2**63 + 11  # two batches: 3 + 2; a seed above 2**63 (unsigned)
 
     recorder = EpsRecorder(TorchDenoiser(checkpoint), tmp_path / "eps.bin", image_shape)
-    sampler = make_sampler(DEFAULT_SAMPLER, checkpoint.schedule, steps or DEFAULT_STEPS, eta=eta, spacing=spacing)
+    sampler = make_sampler(sampler_name or DEFAULT_SAMPLER, checkpoint.schedule, steps or DEFAULT_STEPS, eta=eta,
+                           spacing=spacing)
     batches = list(generate(recorder, sampler, seed, list(range(n)), image_shape, batch_size))
     expected = torch.cat([x0 for _, x0 in batches]).numpy()
 
     export_dir = write_export_dir(tmp_path / "export", checkpoint)
     recording = recorder.close()
     out = tmp_path / "samples"
+    given = {"--sampler": sampler_name, "--steps": steps, "--spacing": spacing}
     result = host.run(
         "sample", "--export-dir", export_dir, "--replay", recording, "--n", n, "--batch-size", batch_size,
-        *(["--steps", steps] if steps is not None else []), "--eta", eta, "--spacing", spacing, "--seed", seed,
-        "--out", out, "--npy", tmp_path / "x0.npy",
+        *[part for option, value in given.items() if value is not None for part in (option, value)],
+        "--eta", eta, "--seed", seed, "--out", out, "--npy", tmp_path / "x0.npy",
     )
     assert result.returncode == 0, result.stderr
     assert f"replayed {recorder.calls} denoiser calls" in result.stdout
@@ -144,14 +151,15 @@ def test_host_refuses_a_placement_that_repeats_timesteps_as_python_does(host, mi
     assert result.stderr == f"error: {caught.value}\n"
 
 
-def test_sample_records_eps_that_the_host_replays_to_the_same_images(host, micro_checkpoint, tmp_path):
+@pytest.mark.parametrize("sampler_args", [["--sampler", "ddim", "--eta", "0.5"], ["--sampler", "ddim-ab2"]])
+def test_sample_records_eps_that_the_host_replays_to_the_same_images(host, micro_checkpoint, tmp_path, sampler_args):
     ckpt = save_checkpoint(micro_checkpoint, tmp_path / "ckpt.pt")
     export_dir = write_export_dir(tmp_path / "export", micro_checkpoint)
     recording = tmp_path / "eps.bin"
     # Batches of 6 and 1 on the CPU: calls of 4 + 2 padded rows, then 1 padded row (CPU_MICRO_BATCH),
     # which the process's threads would run side by side if recording did not keep them in order.
     result = CliRunner().invoke(app, ["sample", str(ckpt), "--n", "7", "--batch-size", "6", "--steps", "6",
-                                      "--eta", "0.5", "--seed", "9", "--format", "npz", "--out", str(tmp_path / "py"),
+                                      *sampler_args, "--seed", "9", "--format", "npz", "--out", str(tmp_path / "py"),
                                       "--record-eps", str(recording)])
     assert result.exit_code == 0, result.output
     assert f"recorded {3 * 6} denoiser calls" in result.output
@@ -173,7 +181,7 @@ def test_sample_records_eps_that_the_host_replays_to_the_same_images(host, micro
 
 def test_record_eps_refuses_what_the_host_cannot_replay(micro_checkpoint, tmp_path):
     ckpt = save_checkpoint(micro_checkpoint, tmp_path / "ckpt.pt")
-    for args, phrase in ((["--sampler", "ddpm"], "runs ddim, not ddpm"), (["--shard", "0/2"], "drop --resume and --shard")):
+    for args, phrase in ((["--sampler", "ddpm"], "runs ddim, ddim-ab2, ddim-ab3, not ddpm"), (["--shard", "0/2"], "drop --resume and --shard")):
         result = CliRunner().invoke(app, ["sample", str(ckpt), "--n", "2", "--out", str(tmp_path / "o"),
                                           "--record-eps", str(tmp_path / "eps.bin"), *args])
         assert result.exit_code == 2 and phrase in result.output

@@ -194,7 +194,8 @@ def sample(
         typer.echo(
             f"recorded {summary['eps_recording']['calls']} denoiser calls to {record_eps}; replay them with: "
             f"vmddpm_host sample --export-dir {export_dir} --replay {record_eps} --n {n} --batch-size "
-            f"{summary['batch_size']} --micro-batch {summary['eps_recording']['micro_batch']} --steps {steps} "
+            f"{summary['batch_size']} --micro-batch {summary['eps_recording']['micro_batch']} "
+            f"--sampler {summary['sampler']} --steps {steps} "
             f"--eta {eta:g} --seed {seed}"
             + (f" --spacing {summary['spacing']}" if summary["spacing"] else "")
         )

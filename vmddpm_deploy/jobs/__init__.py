@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vmddpm_deploy.choices import HOST_SAMPLERS
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
 from vmddpm_deploy.jobs import sampling
 from vmddpm_deploy.jobs.output_dir import OutputDir
@@ -104,8 +105,10 @@ def run_sample_job(
 def _check_recordable(plan: JobPlan, path: Path, resume: bool) -> None:
     """A recording the host can replay is a whole job's DDIM calls, in order, in one process."""
     settings = plan.settings
-    if settings.sampler != "ddim":
-        raise InvalidArgumentError(f"--record-eps is for vmddpm_host's --replay, which runs ddim, not {settings.sampler}")
+    if settings.sampler not in HOST_SAMPLERS:
+        raise InvalidArgumentError(
+            f"--record-eps is for vmddpm_host's --replay, which runs {', '.join(HOST_SAMPLERS)}, not {settings.sampler}"
+        )
     if resume or settings.shard.count != 1:
         raise InvalidArgumentError("--record-eps records a whole job from its start: drop --resume and --shard")
     if not Path(path).parent.is_dir():

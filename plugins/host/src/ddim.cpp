@@ -134,12 +134,26 @@ std::vector<int64_t> inference_timesteps(const std::vector<double>& alphas_cumpr
   return spaced_timesteps(static_cast<int64_t>(alphas_cumprod.size()), steps, spacing);
 }
 
+int64_t ddim_order(const std::string& sampler) {
+  if (sampler == "ddim") return 1;
+  if (sampler == "ddim-ab2") return 2;
+  if (sampler == "ddim-ab3") return 3;
+  throw HostError(ExitCode::kInvalidArgument, "unknown --sampler " + sampler + "; choose ddim, ddim-ab2 or ddim-ab3");
+}
+
 DDIMSampler::DDIMSampler(const std::vector<double>& alphas_cumprod, int64_t steps, double eta,
-                         const std::string& spacing, bool clip_sample)
+                         const std::string& spacing, int64_t order, bool clip_sample)
     : timesteps_(inference_timesteps(alphas_cumprod, steps, spacing)),
+      order_(order),
       clip_sample_(clip_sample) {
   if (!(eta >= 0.0 && eta <= 1.0)) {
     throw HostError(ExitCode::kInvalidArgument, "--eta must be in [0, 1], got " + std::to_string(eta));
+  }
+  if (order < 1 || order > 3) {
+    throw HostError(ExitCode::kInvalidArgument, "multistep DDIM order must be 2 or 3, got " + std::to_string(order));
+  }
+  if (order > 1 && eta != 0.0) {
+    throw HostError(ExitCode::kInvalidArgument, "--eta applies to ddim only; multistep DDIM is deterministic");
   }
   for (size_t k = 0; k < timesteps_.size(); ++k) {
     const double ab_t = alphas_cumprod[static_cast<size_t>(timesteps_[k])];
@@ -151,7 +165,31 @@ DDIMSampler::DDIMSampler(const std::vector<double>& alphas_cumprod, int64_t step
   }
 }
 
-void DDIMSampler::step(size_t k, float* x, const float* eps, const float* noise, int64_t count) const {
+void DDIMSampler::step(size_t k, float* x, const float* eps_k, const float* noise, int64_t count,
+                       EpsHistory& history) const {
+  // Adams-Bashforth weights on (e_k, e_{k-1}, e_{k-2}) by order, cast to float32 as PyTorch casts
+  // a Python-float multiplier or alpha.
+  static const double kWeights[3][3] = {{1.0, 0.0, 0.0}, {3.0 / 2.0, -1.0 / 2.0, 0.0},
+                                        {23.0 / 12.0, -16.0 / 12.0, 5.0 / 12.0}};
+  const size_t q = std::min(static_cast<size_t>(order_), history.size() + 1);
+  std::vector<float> combined;
+  const float* eps = eps_k;
+  if (q > 1) {
+    // torch.mul(eps, w0), then .add_(older, alpha=w) newest first: a fused multiply-add each.
+    combined.resize(static_cast<size_t>(count));
+    const float w0 = static_cast<float>(kWeights[q - 1][0]);
+    for (int64_t i = 0; i < count; ++i) combined[i] = eps_k[i] * w0;
+    for (size_t j = 1; j < q; ++j) {
+      const float w = static_cast<float>(kWeights[q - 1][j]);
+      const float* older = history[history.size() - j].data();
+      for (int64_t i = 0; i < count; ++i) combined[i] = std::fma(older[i], w, combined[i]);
+    }
+    eps = combined.data();
+  }
+  if (order_ > 1) {
+    history.emplace_back(eps_k, eps_k + count);
+    if (history.size() > static_cast<size_t>(order_ - 1)) history.erase(history.begin());
+  }
   const Coefficients& c = coefficients_[k];
   // PyTorch casts each Python-float coefficient to the tensor's float32 before the kernel runs.
   const float minus_eps_scale = static_cast<float>(-c.eps_scale);

@@ -6,6 +6,13 @@
 //   x_t'    = sqrt(a_t') x0_hat + sqrt(1 - a_t' - sigma_t^2) eps + sigma_t z      (Song eq. 12)
 //
 // with a = alpha_bar, t' the next listed timestep and a_t' = 1 after the last step.
+//
+// Multistep DDIM (vmddpm_deploy/diffusion/ddim_multistep.py, order 2 or 3, eta 0) drives the same
+// update with an Adams-Bashforth combination of the last q = min(order, k + 1) eps, e_k newest:
+//
+//   q = 2:  e'_k = (3 e_k - e_{k-1}) / 2,   q = 3:  e'_k = (23 e_k - 16 e_{k-1} + 5 e_{k-2}) / 12
+//
+// (Liu et al. 2022, PLMS, eq. 12), x0 clipped from e'_k and e'_k in the direction term.
 // Coefficients are computed in float64 in Python's order and rounded to float32 once; the
 // per-element arithmetic is float32 in PyTorch's order (fused multiply-adds where ATen's
 // add(x, y, alpha) fuses them).
@@ -32,16 +39,25 @@ std::vector<int64_t> noise_level_timesteps(const std::vector<double>& alphas_cum
 std::vector<int64_t> inference_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
                                          const std::string& spacing);
 
+// The eps of one run's previous steps, oldest first (what multistep DDIM combines).
+using EpsHistory = std::vector<std::vector<float>>;
+
+// The sampler names the host runs, as vmddpm_deploy.choices.SAMPLERS spells them, and their
+// Adams-Bashforth order. Throws HostError(kInvalidArgument) for any other name.
+int64_t ddim_order(const std::string& sampler);
+
 class DDIMSampler {
  public:
+  // order 1 is DDIM; 2 and 3 are multistep DDIM, which is deterministic (eta must be 0).
   DDIMSampler(const std::vector<double>& alphas_cumprod, int64_t steps, double eta, const std::string& spacing,
-              bool clip_sample = true);
+              int64_t order = 1, bool clip_sample = true);
 
   const std::vector<int64_t>& timesteps() const { return timesteps_; }
   bool needs_noise(size_t k) const { return coefficients_[k].sigma > 0.0; }
 
   // x <- x_{t'} in place from eps at step k; noise (like x) is read only when needs_noise(k).
-  void step(size_t k, float* x, const float* eps, const float* noise, int64_t count) const;
+  // `history` holds this run's earlier eps (empty before step 0); step appends what later steps need.
+  void step(size_t k, float* x, const float* eps, const float* noise, int64_t count, EpsHistory& history) const;
 
  private:
   struct Coefficients {
@@ -53,6 +69,7 @@ class DDIMSampler {
   };
   std::vector<int64_t> timesteps_;
   std::vector<Coefficients> coefficients_;
+  int64_t order_;
   bool clip_sample_;
 };
 

@@ -35,21 +35,22 @@ namespace {
 const char* const kUsage =
     "usage:\n"
     "  vmddpm_host sample --export-dir DIR [--engine PLAN | --replay FILE] [--plugin-lib PATH]\n"
-    "                     [--n 16] [--batch-size 8] [--micro-batch B] [--steps 20] [--eta 0]\n"
-    "                     [--spacing leading]\n"
+    "                     [--n 16] [--batch-size 8] [--micro-batch B] [--sampler ddim]\n"
+    "                     [--steps 20] [--spacing leading] [--eta 0]\n"
     "                     [--seed 0] [--out samples] [--npy FILE] [--no-images]\n"
+    "                     --sampler: ddim, ddim-ab2 or ddim-ab3 (multistep DDIM; eta 0)\n"
     "                     --spacing: leading, trailing, linspace, quadratic, logsnr or karras\n"
     "  vmddpm_host noise --seed S --index I --stream R --count N --out FILE.npy\n"
     "  vmddpm_host info --export-dir DIR [--json]\n"
     "\n"
-    "sample runs DDIM (the Python sampler's rule: sample i depends only on (seed, i)) with the\n"
-    "TensorRT engine of the manifest (--engine picks one when there are several), or replays eps\n"
-    "recorded from the Python sampler (--replay), and writes one 16-bit image per sample\n"
-    "(00000.png, ...) and optionally all images as float32 (n, C, H, W) in --npy. Record the eps\n"
-    "file with `vmddpm-deploy sample SRC --record-eps FILE` (same --n, --batch-size, --steps,\n"
-    "--eta and --seed; --micro-batch as that command prints: a CPU run calls the denoiser on\n"
-    "fixed micro-batches). Each batch is cut into calls of --micro-batch rows (default: the batch\n"
-    "size), a short one padded with copies of its last sample; the images depend on it.\n"
+    "sample runs DDIM or multistep DDIM (the Python samplers' rule: sample i depends only on\n"
+    "(seed, i) and the rows per call) with the TensorRT engine of the manifest (--engine picks\n"
+    "one when there are several), or replays eps recorded from the Python sampler (--replay), and\n"
+    "writes one 16-bit image per sample (00000.png, ...) and optionally all images as float32\n"
+    "(n, C, H, W) in --npy. Record the eps file with `vmddpm-deploy sample SRC --record-eps FILE`,\n"
+    "which prints the matching host command. Each batch is cut into calls of --micro-batch rows\n"
+    "(default: the batch size; a CPU run of the Python sampler uses fixed micro-batches), a short\n"
+    "one padded with copies of its last sample; the images depend on it.\n"
     "\n"
     "info prints the model, image shape, engines and whether this build has the TensorRT\n"
     "denoiser; --json prints everything the host read from the manifest instead.\n";
@@ -139,7 +140,9 @@ int run_sample(Options& options) {
   // Every call is padded to this many rows and the images depend on it: to reproduce a Python
   // run, pass the micro_batch its samples.json records under "arithmetic".
   const int64_t micro_batch = static_cast<int64_t>(options.unsigned_int("micro-batch", static_cast<uint64_t>(batch_size), 1));
-  // Python's DEFAULT_STEPS (vmddpm_deploy/diffusion/reverse_process.py); tests/host checks they agree.
+  // Python's DEFAULT_SAMPLER, DEFAULT_STEPS and DEFAULT_SPACING (vmddpm_deploy/choices.py);
+  // tests/host checks they agree.
+  const std::string sampler_name = options.text("sampler", "ddim");
   const int64_t steps = static_cast<int64_t>(options.unsigned_int("steps", 20, 1));
   const double eta = options.real("eta", 0.0);
   const std::string spacing = options.text("spacing", "leading");
@@ -153,7 +156,7 @@ int run_sample(Options& options) {
   const std::string plugin_library = options.text("plugin-lib");
   options.check_all_used();
 
-  const DDIMSampler sampler(manifest.alphas_cumprod, steps, eta, spacing);
+  const DDIMSampler sampler(manifest.alphas_cumprod, steps, eta, spacing, ddim_order(sampler_name));
   const ImageShape shape{manifest.channels, manifest.height, manifest.width};
 
   std::unique_ptr<Denoiser> denoiser;

@@ -21,12 +21,13 @@ std::vector<float> sample_rows(Denoiser& denoiser, const DDIMSampler& sampler, u
   batch_noise(seed, rows, 0, numel, x.data());
   std::vector<int64_t> t(rows.size());
   const auto& timesteps = sampler.timesteps();
+  EpsHistory history;
   for (size_t k = 0; k < timesteps.size(); ++k) {
     std::fill(t.begin(), t.end(), timesteps[k]);
     denoiser.denoise(x.data(), t.data(), batch, eps.data());
     const bool noisy = sampler.needs_noise(k);
     if (noisy) batch_noise(seed, rows, k + 1, numel, noise.data());
-    sampler.step(k, x.data(), eps.data(), noisy ? noise.data() : nullptr, static_cast<int64_t>(elements));
+    sampler.step(k, x.data(), eps.data(), noisy ? noise.data() : nullptr, static_cast<int64_t>(elements), history);
   }
   return x;
 }
