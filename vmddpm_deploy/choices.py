@@ -50,6 +50,10 @@ TORCH_PRECISIONS: tuple[str, ...] = (*PRECISIONS, "bf16")
 #: What ``sample --precision`` accepts: bf16 is the torch backend's CPU path; ``auto`` resolves per
 #: machine (``runtime/source.py`` ``resolve_sampling_precision``).
 SAMPLING_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+#: What ``convert --to`` writes (``conversion.py``): our checkpoint as one safetensors file (raw and
+#: EMA weights kept), or :class:`vmddpm_deploy.diffusers.VMDDPMModel`'s ``save_pretrained``
+#: directory (the inference weights: EMA where the checkpoint has them).
+CONVERSION_TARGETS: tuple[str, ...] = ("safetensors", "diffusers")
 #: How an exported graph runs the vmddpm ops: custom nodes (TensorRT plugins) or standard ONNX ops.
 EXPORT_OPS: tuple[str, ...] = ("plugin", "portable")
 

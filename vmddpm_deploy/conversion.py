@@ -1,8 +1,8 @@
 """``convert``: a checkpoint in any form we read (``.safetensors``, ``.pt``, a ``save_pretrained``
 directory) written as our safetensors checkpoint or as a diffusers ``save_pretrained`` directory.
 
-Nothing here imports torch or diffusers until a conversion runs, so the CLI's choices come from
-:data:`CONVERSION_TARGETS` without loading either.
+Nothing here imports torch or diffusers until a conversion runs; the targets are
+:data:`vmddpm_deploy.choices.CONVERSION_TARGETS`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
+from vmddpm_deploy.choices import CONVERSION_TARGETS
 from vmddpm_deploy.errors import InvalidArgumentError, OutputError
-
-#: What ``convert --to`` writes: our checkpoint as one safetensors file (raw and EMA weights kept),
-#: or :class:`vmddpm_deploy.diffusers.VMDDPMModel`'s ``save_pretrained`` directory (the inference
-#: weights: EMA where the checkpoint has them).
-CONVERSION_TARGETS = ("safetensors", "diffusers")
 
 
 def convert_checkpoint(source: str | os.PathLike, out: str | os.PathLike, to: str, force: bool = False) -> Path:

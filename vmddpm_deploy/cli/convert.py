@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from vmddpm_deploy.cli.app import app, choices, reports_errors
-from vmddpm_deploy.conversion import CONVERSION_TARGETS
+from vmddpm_deploy.choices import CONVERSION_TARGETS
 
 ConversionTarget = choices("ConversionTarget", CONVERSION_TARGETS)
 
