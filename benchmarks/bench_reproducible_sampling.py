@@ -2,7 +2,7 @@
 
     python benchmarks/bench_reproducible_sampling.py [--preset tiny] [--batch-size 16] [--steps 5]
                                                      [--threads 2] [--micro-batches 1,4] [--rounds 4]
-                                                     [--json out.json]
+                                                     [--precision fp32] [--json out.json]
 
 ``threaded``: what ``sample`` did before micro-batches: one denoiser call per batch of
 ``--batch-size`` rows on ``--threads`` intra-op threads (the images depend on both).
@@ -45,12 +45,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--micro-batches", default="1,4")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="the torch backend's")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
     config = preset(args.preset)
     shape = (config.in_channels, config.image_size, config.image_size)
-    denoiser = TorchDenoiser(init_checkpoint(config, NoiseSchedule(), seed=0))
+    denoiser = TorchDenoiser(init_checkpoint(config, NoiseSchedule(), seed=0), precision=args.precision)
     sampler = make_sampler("ddim", NoiseSchedule(), args.steps, eta=0.5)
     schemes: dict[str, CallPlan | None] = {"threaded": None}
     for m in (int(text) for text in args.micro_batches.split(",")):
@@ -75,7 +76,7 @@ def main() -> None:
         for name, t in times.items()
     ]
     result = {
-        "preset": args.preset, "batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,
+        "preset": args.preset, "precision": args.precision, "batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,
         "rounds": args.rounds, "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "load_average_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)], "rows": rows,
     }

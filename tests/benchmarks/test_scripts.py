@@ -165,3 +165,12 @@ def test_bench_quality_placement_rows_in_both_precisions(tmp_path):
     assert fp32["timesteps"] == bf16["timesteps"] == [800, 200, 0]
     assert fp32["fid"] != bf16["fid"] and abs(fp32["fid"] - bf16["fid"]) < 0.1 * fp32["fid"]
     assert "ddim-ab2-quadratic" in result.stdout and "NFE   40: no cell (quadratic spacing repeats" in result.stdout
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bench_reproducible_sampling_times_both_schemes_and_checks_their_bytes(tmp_path, precision):
+    result = run_to_json("bench_reproducible_sampling.py", tmp_path, "--batch-size", "4", "--steps", "1",
+                         "--rounds", "1", "--threads", "2", "--micro-batches", "2", "--precision", precision)
+    assert result["precision"] == precision
+    assert [row["scheme"] for row in result["rows"]] == ["threaded", "micro-2"]
+    assert all(row["median_ms_per_step"] > 0 for row in result["rows"])
