@@ -34,6 +34,13 @@ SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "ddim-ab2", "ddim-ab3", "dpm-solver
 DEFAULT_SAMPLER = "ddim"
 DEFAULT_STEPS = 20
 
+#: ``tune-schedule``'s teacher (DDIM over this many leading timesteps, whose grid the tuned timesteps
+#: are chosen from) and how many of its trajectories the error is averaged over
+#: (``diffusion/schedule_search.py``).
+DEFAULT_TEACHER_STEPS = 100
+DEFAULT_TEACHER_SPACING = "leading"
+DEFAULT_TUNE_TRAJECTORIES = 128
+
 #: Denoiser backends (``runtime/source.py`` ``BACKENDS``); the reference-onnx ones only check
 #: graphs (``check``), onnx's ReferenceEvaluator being far too slow to sample with.
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "reference-onnx", "reference-onnx-fp16", "tensorrt")

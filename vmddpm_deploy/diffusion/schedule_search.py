@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vmddpm_deploy.choices import DEFAULT_TEACHER_SPACING, DEFAULT_TEACHER_STEPS
 from vmddpm_deploy.diffusion.ddim import DDIMSampler
 from vmddpm_deploy.diffusion.denoiser import Denoiser
 from vmddpm_deploy.diffusion.noise import gaussian_noise
@@ -37,9 +38,6 @@ from vmddpm_deploy.diffusion.schedule import NoiseSchedule
 from vmddpm_deploy.diffusion.schedule_file import TunedSchedule
 from vmddpm_deploy.errors import InvalidArgumentError
 
-#: The teacher the search imitates unless told otherwise: DDIM 100 on diffusers' default grid.
-DEFAULT_TEACHER_STEPS = 100
-DEFAULT_TEACHER_SPACING = "leading"
 
 
 @dataclass(frozen=True)
