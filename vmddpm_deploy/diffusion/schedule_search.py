@@ -62,7 +62,7 @@ def batches(trajectories: int, batch_size: int) -> list[range]:
 def teacher_costs(
     denoiser: Denoiser, schedule: NoiseSchedule, image_shape: tuple[int, int, int], *, trajectories: int,
     seed: int = 0, batch_size: int = 16, teacher_steps: int = DEFAULT_TEACHER_STEPS,
-    teacher_spacing: str = DEFAULT_TEACHER_SPACING, device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu",
     on_call: Callable[[], None] | None = None,
 ) -> TeacherCosts:
     """Run the teacher on ``trajectories`` samples, ``batch_size`` at a time, and accumulate the
@@ -72,7 +72,7 @@ def teacher_costs(
         raise InvalidArgumentError(f"trajectories must be at least 1, got {trajectories}")
     if batch_size < 1:
         raise InvalidArgumentError(f"batch size must be at least 1, got {batch_size}")
-    teacher = DDIMSampler(schedule, teacher_steps, spacing=teacher_spacing)
+    teacher = DDIMSampler(schedule, teacher_steps, spacing=DEFAULT_TEACHER_SPACING)
     grid = teacher.timesteps
     nodes = len(grid) + 1
     # One immutable one-step sampler per edge; its step(0) is the jump i -> j (or to the clean end).
@@ -164,6 +164,17 @@ def tune_schedule(
         denoiser, schedule, image_shape, trajectories=trajectories, seed=seed, batch_size=batch_size,
         teacher_steps=teacher_steps, device=device, on_call=on_call,
     )
+    return pick_schedule(denoiser, schedule, teacher, nfe=nfe, source_sha256=source_sha256, seed=seed,
+                         batch_size=batch_size, precision=precision, device=device, on_call=on_call)
+
+
+def pick_schedule(
+    denoiser: Denoiser, schedule: NoiseSchedule, teacher: TeacherCosts, *, nfe: int, source_sha256: str,
+    seed: int = 0, batch_size: int = 16, precision: str = "fp32", device: torch.device | str = "cpu",
+    on_call: Callable[[], None] | None = None,
+) -> TunedSchedule:
+    """The schedule of ``nfe`` steps that ``teacher``'s costs give, checked against its final images
+    (one teacher serves every ``nfe``)."""
     path, cost = best_path(teacher.cost, nfe)
     timesteps = tuple(teacher.grid[node] for node in path[:-1])
     tuned = DDIMSampler(schedule, nfe, timesteps=timesteps)
@@ -171,6 +182,6 @@ def tune_schedule(
                               on_call=on_call)
     return TunedSchedule(
         timesteps=timesteps, num_train_timesteps=schedule.num_train_timesteps, source_sha256=source_sha256,
-        teacher={"sampler": "ddim", "steps": teacher_steps, "spacing": DEFAULT_TEACHER_SPACING, "eta": 0.0},
-        trajectories=trajectories, seed=seed, precision=precision, cost=cost, final_mse=error,
+        teacher={"sampler": "ddim", "steps": len(teacher.grid), "spacing": DEFAULT_TEACHER_SPACING, "eta": 0.0},
+        trajectories=teacher.finals.shape[0], seed=seed, precision=precision, cost=cost, final_mse=error,
     )
