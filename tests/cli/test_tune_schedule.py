@@ -114,3 +114,22 @@ def test_a_schedule_tuned_for_another_model_runs_with_a_note(tmp_path, micro_ckp
     result = invoke("sample", micro_ckpt, "--n", 1, "--timesteps", path, "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
     assert "note: --timesteps" in result.output and "tuned for another model" in result.output
+
+
+def test_export_records_the_files_timesteps_in_the_manifest(tmp_path, micro_ckpt, schedule_file):
+    from vmddpm_deploy.export.manifest import read_manifest
+
+    out = tmp_path / "export"
+    result = invoke("export", micro_ckpt, "-o", out, "--ops", "portable", "--dtype", "fp32", "--timesteps", schedule_file,
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out).timesteps == read_schedule(schedule_file).timesteps
+    assert "tuned for another model" not in result.output
+
+
+def test_export_with_a_bad_schedule_file_is_one_line_and_writes_nothing(tmp_path, micro_ckpt):
+    path = tmp_path / "bad.json"
+    path.write_text("[]")
+    result = invoke("export", micro_ckpt, "-o", tmp_path / "export", "--timesteps", path)
+    assert result.exit_code == 2 and "is not a vmddpm-deploy-timesteps/1 file" in error_line(result)
+    assert not (tmp_path / "export").exists()
