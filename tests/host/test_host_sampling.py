@@ -77,6 +77,31 @@ def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, step
         assert np.abs(written - to_uint16(expected[index, 0]).astype(np.int64)).max() <= 1
 
 
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_replay_at_the_manifests_timesteps_reproduces_python(host, micro_checkpoint, tmp_path, eta):
+    # export --timesteps records a tune-schedule file's list; the host samples at it when neither
+    # --steps nor --spacing is given, as sample --timesteps does in Python.
+    checkpoint = micro_checkpoint
+    config = checkpoint.config
+    image_shape = (config.in_channels, config.image_size, config.image_size)
+    timesteps = (990, 610, 330, 120, 40)
+    recorder = EpsRecorder(TorchDenoiser(checkpoint), tmp_path / "eps.bin", image_shape)
+    sampler = make_sampler("ddim", checkpoint.schedule, len(timesteps), eta=eta, timesteps=timesteps)
+    expected = torch.cat([x0 for _, x0 in generate(recorder, sampler, 5, [0, 1, 2], image_shape, 2)]).numpy()
+    export_dir = write_export_dir(tmp_path / "export", checkpoint, timesteps=timesteps)
+    recording = recorder.close()
+
+    result = host.run("sample", "--export-dir", export_dir, "--replay", recording, "--n", 3, "--batch-size", 2,
+                      "--eta", eta, "--seed", 5, "--out", tmp_path / "out", "--npy", tmp_path / "x0.npy")
+    assert result.returncode == 0, result.stderr
+    assert "DDIM 5 steps" in result.stdout and "the manifest's timesteps" in result.stdout
+    assert np.abs(np.load(tmp_path / "x0.npy") - expected).max() <= 1e-5
+    # --steps asks for a placement instead: other timesteps than the recording's, refused.
+    placed = host.run("sample", "--export-dir", export_dir, "--replay", recording, "--n", 3, "--batch-size", 2,
+                      "--steps", 5, "--eta", eta, "--seed", 5, "--out", tmp_path / "out2")
+    assert placed.returncode == 8 and "other timesteps or batch size" in placed.stderr
+
+
 def test_replay_refuses_a_recording_of_other_settings(host, micro_checkpoint, tmp_path):
     config = micro_checkpoint.config
     image_shape = (config.in_channels, config.image_size, config.image_size)

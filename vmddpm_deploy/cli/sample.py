@@ -215,11 +215,15 @@ def sample(
         )
     if "eps_recording" in summary and not quiet:
         export_dir = source if plan.source.kind == "export" else "EXPORT_DIR"
+        # The host takes explicit timesteps from its manifest only (export --timesteps).
+        placement = (
+            f" (the export made with export --timesteps {timesteps}, whose manifest lists them)" if tuned is not None
+            else f" --steps {steps}" + (f" --spacing {summary['spacing']}" if summary["spacing"] else "")
+        )
         typer.echo(
             f"recorded {summary['eps_recording']['calls']} denoiser calls to {record_eps}; replay them with: "
             f"vmddpm_host sample --export-dir {export_dir} --replay {record_eps} --n {n} --batch-size "
-            f"{summary['batch_size']} --steps {steps} --eta {eta:g} --seed {seed}"
-            + (f" --spacing {summary['spacing']}" if summary["spacing"] else "")
+            f"{summary['batch_size']} --eta {eta:g} --seed {seed}{placement}"
         )
 
 

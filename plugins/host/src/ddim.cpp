@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "host_error.h"
 
@@ -134,10 +135,27 @@ std::vector<int64_t> inference_timesteps(const std::vector<double>& alphas_cumpr
   return spaced_timesteps(static_cast<int64_t>(alphas_cumprod.size()), steps, spacing);
 }
 
+void check_timesteps(int64_t num_train_timesteps, const std::vector<int64_t>& timesteps) {
+  if (timesteps.empty()) throw HostError(ExitCode::kInvalidArgument, "timesteps must list at least one timestep");
+  for (size_t k = 0; k < timesteps.size(); ++k) {
+    if (timesteps[k] < 0 || timesteps[k] >= num_train_timesteps) {
+      throw HostError(ExitCode::kInvalidArgument, "timesteps must lie in [0, " + std::to_string(num_train_timesteps - 1) +
+                                                      "], got " + std::to_string(timesteps[k]));
+    }
+    if (k > 0 && timesteps[k] >= timesteps[k - 1]) {
+      throw HostError(ExitCode::kInvalidArgument, "timesteps must be distinct and descending");
+    }
+  }
+}
+
 DDIMSampler::DDIMSampler(const std::vector<double>& alphas_cumprod, int64_t steps, double eta,
                          const std::string& spacing, bool clip_sample)
-    : timesteps_(inference_timesteps(alphas_cumprod, steps, spacing)),
-      clip_sample_(clip_sample) {
+    : DDIMSampler(alphas_cumprod, inference_timesteps(alphas_cumprod, steps, spacing), eta, clip_sample) {}
+
+DDIMSampler::DDIMSampler(const std::vector<double>& alphas_cumprod, std::vector<int64_t> timesteps, double eta,
+                         bool clip_sample)
+    : timesteps_(std::move(timesteps)), clip_sample_(clip_sample) {
+  check_timesteps(static_cast<int64_t>(alphas_cumprod.size()), timesteps_);
   if (!(eta >= 0.0 && eta <= 1.0)) {
     throw HostError(ExitCode::kInvalidArgument, "--eta must be in [0, 1], got " + std::to_string(eta));
   }

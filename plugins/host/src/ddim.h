@@ -32,9 +32,16 @@ std::vector<int64_t> noise_level_timesteps(const std::vector<double>& alphas_cum
 std::vector<int64_t> inference_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
                                          const std::string& spacing);
 
+// Throws HostError(kInvalidArgument) unless `timesteps` are distinct, descending, in [0, T - 1] and
+// at least one, as vmddpm_deploy.diffusion.schedule.check_timesteps.
+void check_timesteps(int64_t num_train_timesteps, const std::vector<int64_t>& timesteps);
+
 class DDIMSampler {
  public:
   DDIMSampler(const std::vector<double>& alphas_cumprod, int64_t steps, double eta, const std::string& spacing,
+              bool clip_sample = true);
+  // At explicit timesteps (a manifest's, from `vmddpm-deploy export --timesteps`), checked.
+  DDIMSampler(const std::vector<double>& alphas_cumprod, std::vector<int64_t> timesteps, double eta,
               bool clip_sample = true);
 
   const std::vector<int64_t>& timesteps() const { return timesteps_; }

@@ -38,6 +38,7 @@ const char* const kUsage =
     "                     [--n 16] [--batch-size 8] [--steps 20] [--eta 0] [--spacing leading]\n"
     "                     [--seed 0] [--out samples] [--npy FILE] [--no-images]\n"
     "                     --spacing: leading, trailing, linspace, quadratic, logsnr or karras\n"
+    "                     default: the manifest's timesteps when it has them (export --timesteps)\n"
     "  vmddpm_host noise --seed S --index I --stream R --count N --out FILE.npy\n"
     "  vmddpm_host info --export-dir DIR [--json]\n"
     "\n"
@@ -136,6 +137,8 @@ int run_sample(Options& options) {
   // pass the batch size its samples.json records.
   const int64_t batch_size = static_cast<int64_t>(options.unsigned_int("batch-size", 8, 1));
   // Python's DEFAULT_STEPS (vmddpm_deploy/diffusion/reverse_process.py); tests/host checks they agree.
+  // The manifest's timesteps (export --timesteps) unless --steps or --spacing asks for a placement.
+  const bool manifest_timesteps = !manifest.timesteps.empty() && !options.has("steps") && !options.has("spacing");
   const int64_t steps = static_cast<int64_t>(options.unsigned_int("steps", 20, 1));
   const double eta = options.real("eta", 0.0);
   const std::string spacing = options.text("spacing", "leading");
@@ -149,7 +152,8 @@ int run_sample(Options& options) {
   const std::string plugin_library = options.text("plugin-lib");
   options.check_all_used();
 
-  const DDIMSampler sampler(manifest.alphas_cumprod, steps, eta, spacing);
+  const DDIMSampler sampler = manifest_timesteps ? DDIMSampler(manifest.alphas_cumprod, manifest.timesteps, eta)
+                                                 : DDIMSampler(manifest.alphas_cumprod, steps, eta, spacing);
   const ImageShape shape{manifest.channels, manifest.height, manifest.width};
 
   std::unique_ptr<Denoiser> denoiser;
@@ -209,8 +213,9 @@ int run_sample(Options& options) {
     std::printf("replayed %zu denoiser calls; max |x - recorded x| = %.3g\n", replayer->calls_replayed(),
                 replayer->max_x_error());
   }
-  std::printf("wrote %" PRIu64 " images to %s in %.2f s (DDIM %" PRId64 " steps, eta %g, %s spacing)\n", n,
-              out.string().c_str(), seconds, steps, eta, spacing.c_str());
+  std::printf("wrote %" PRIu64 " images to %s in %.2f s (DDIM %zu steps, eta %g, %s)\n", n, out.string().c_str(),
+              seconds, sampler.timesteps().size(), eta,
+              manifest_timesteps ? "the manifest's timesteps" : (spacing + " spacing").c_str());
   return 0;
 }
 
