@@ -76,11 +76,11 @@ def teacher_costs(
     grid = teacher.timesteps
     nodes = len(grid) + 1
     # One immutable one-step sampler per edge; its step(0) is the jump i -> j (or to the clean end).
-    jumps = {
-        (i, j): DDIMSampler(schedule, 2 if j < len(grid) else 1, timesteps=(grid[i], grid[j]) if j < len(grid) else (grid[i],))
-        for i in range(len(grid))
-        for j in range(i + 1, nodes)
-    }
+    jumps = {}
+    for i in range(len(grid)):
+        for j in range(i + 1, nodes):
+            timesteps = (grid[i], grid[j]) if j < len(grid) else (grid[i],)
+            jumps[i, j] = DDIMSampler(schedule, len(timesteps), timesteps=timesteps)
     total = np.zeros((nodes, nodes), dtype=np.float64)
     finals = []
     with torch.no_grad():
