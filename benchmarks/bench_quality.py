@@ -4,12 +4,16 @@ samplers beside diffusers' own schedulers driving the same model's eps.
     python benchmarks/bench_quality.py [--out benchmarks/results/quality] [--n 321]
         [--nfe 5,6,8,10,12,20,50,100] [--seeds 0,1] [--rows ddim,ddim-ab2-quadratic,ddim-ab2-quadratic-bf16,...]
         [--checkpoint vmddpm_deploy/data/bundled/vmddpm_tiny_mni152.safetensors] [--real bundled:train]
+        [--tune-trajectories 128]
 
 Rows: our samplers at their defaults, diffusers' schedulers, and ``SAMPLER-SPACING[-bf16]`` for
 the deterministic samplers (ddim, ddim-ab2, ddim-ab3, dpm-solver++) at each noise-level placement
 (quadratic, logsnr, karras; the multistep ones at leading too), in fp32 and under the torch
 backend's bf16 autocast. A (row, NFE) whose placement repeats timesteps at that NFE (quadratic
-beyond 29 steps) has no cell and is reported as such.
+beyond 29 steps) has no cell and is reported as such. ``ddim-tuned``, ``ddim-ab2-tuned`` and
+``ddim-ab3-tuned`` run at the timesteps ``tune-schedule`` picks for that NFE on this checkpoint
+(the search's defaults, ``--tune-trajectories`` trajectories), tuned once per NFE and kept in
+``OUT/schedules/ddim-nfeN.json`` so an interrupted grid does not tune again.
 
 Every cell (row, NFE, seed) samples ``--n`` images through ``sample``'s own loop
 (:func:`vmddpm_deploy.jobs.sampling.sample_shard`, an npz shard in ``OUT/samples/CELL/``), so every
@@ -43,7 +47,10 @@ from pathlib import Path
 import numpy as np
 
 from vmddpm_deploy.atomic_write import write_atomic
+from vmddpm_deploy.choices import DEFAULT_TUNE_TRAJECTORIES
 from vmddpm_deploy.diffusion import DPMSolverPP2MSampler, NoiseSchedule, make_sampler
+from vmddpm_deploy.diffusion.schedule_file import read_schedule
+from vmddpm_deploy.diffusion.schedule_search import tune_schedule
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.evaluation.image_sets import ImageSet, images_to_uint8, open_image_set
 from vmddpm_deploy.evaluation.inception import InceptionFeatureExtractor
@@ -75,8 +82,11 @@ def _ours(name: str, **options) -> Callable[[NoiseSchedule, int], object]:  # op
 class Row:
     label: str
     implementation: str  # "ours" or "diffusers"
-    make: Callable[[NoiseSchedule, int], object]
+    #: Builds the sampler from (schedule, NFE); None for a tuned row, built at its tuned timesteps.
+    make: Callable[[NoiseSchedule, int], object] | None
     precision: str = "fp32"  # the torch backend's (sample --precision)
+    #: The sampler a tuned row runs at ``tune-schedule``'s timesteps for the cell's NFE.
+    tuned: str | None = None
 
 
 #: The deterministic samplers the placement rows cross with, and their labels.
@@ -131,6 +141,37 @@ ROWS: dict[str, Row] = {
     "diffusers-unipc": Row("UniPCMultistepScheduler (defaults, bh2)", "diffusers", _diffusers("UniPCMultistepScheduler")),
 }
 ROWS |= placement_rows()
+ROWS |= {
+    f"{sampler}-tuned": Row(f"{PLACEMENT_SAMPLERS[sampler]}, tune-schedule's timesteps", "ours", None, tuned=sampler)
+    for sampler in ("ddim", "ddim-ab2", "ddim-ab3")
+}
+
+
+def tuned_timesteps(out: Path, source: DenoiserSource, denoiser, nfe: int, trajectories: int) -> tuple[int, ...]:
+    """``tune-schedule``'s timesteps for ``nfe`` steps on ``source``: from ``OUT/schedules/`` when an
+    earlier run tuned them for this very checkpoint, else tuned now (minutes) and kept there."""
+    path = out / "schedules" / f"ddim-nfe{nfe}.json"
+    if path.exists():
+        tuned = read_schedule(path)
+        if tuned.source_sha256 != source.sha256 or tuned.trajectories != trajectories:
+            raise SystemExit(f"error: {path} was tuned for another checkpoint or trajectory count; remove it")
+        return tuned.timesteps
+    config = source.config
+    print(f"tuning the timesteps for NFE {nfe} ({trajectories} trajectories)", flush=True)
+    tuned = tune_schedule(denoiser, source.schedule, (config.in_channels, config.image_size, config.image_size),
+                          nfe=nfe, source_sha256=source.sha256, trajectories=trajectories)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tuned.write(path)
+    return tuned.timesteps
+
+
+def make_row_sampler(row: str, nfe: int, out: Path, source: DenoiserSource, load, trajectories: int) -> object:
+    """The sampler of ``row`` at ``nfe`` calls; ``load(precision)`` gives the denoiser a tuned row is
+    tuned with (fp32, whatever the row's precision: the timesteps are the model's, not the arithmetic's)."""
+    if ROWS[row].tuned is None:
+        return ROWS[row].make(source.schedule, nfe)
+    timesteps = tuned_timesteps(out, source, load("fp32"), nfe, trajectories)
+    return make_sampler(ROWS[row].tuned, source.schedule, nfe, timesteps=timesteps)
 
 
 def cell_path(out: Path, row: str, nfe: int, seed: int) -> Path:
@@ -240,6 +281,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"any of {', '.join(ROWS)}")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plot")
+    parser.add_argument("--tune-trajectories", type=int, default=DEFAULT_TUNE_TRAJECTORIES,
+                        help="teacher trajectories the -tuned rows' timesteps are tuned on")
     args = parser.parse_args()
     rows = [r for r in args.rows.split(",") if r]
     unknown = [r for r in rows if r not in ROWS]
@@ -252,6 +295,12 @@ def main() -> None:
     if not args.report_only:
         source = open_source(args.checkpoint)
         denoisers: dict[str, object] = {}  # one model per precision, loaded when a row first needs it
+
+        def load(precision: str):
+            if precision not in denoisers:
+                denoisers[precision] = load_denoiser(source, "torch", precision=precision)
+            return denoisers[precision]
+
         extractor = InceptionFeatureExtractor()
         real_set = open_image_set(args.real, size_hint=source.config.image_size)
         for nfe in nfes:
@@ -261,14 +310,11 @@ def main() -> None:
                     if path.exists():
                         continue
                     try:
-                        sampler = ROWS[row].make(source.schedule, nfe)
+                        sampler = make_row_sampler(row, nfe, args.out, source, load, args.tune_trajectories)
                     except InvalidArgumentError as exc:  # e.g. quadratic spacing repeats timesteps at 50
                         print(f"{row:32s} NFE {nfe:4d}: no cell ({exc})", flush=True)
                         continue
-                    precision = ROWS[row].precision
-                    if precision not in denoisers:
-                        denoisers[precision] = load_denoiser(source, "torch", precision=precision)
-                    cell = run_cell(row, nfe, seed, args.n, args.batch_size, source, denoisers[precision], extractor,
+                    cell = run_cell(row, nfe, seed, args.n, args.batch_size, source, load(ROWS[row].precision), extractor,
                                     real_set, args.out, sampler)
                     cell["real"] = args.real
                     cell["checkpoint"] = Path(args.checkpoint).name

@@ -33,8 +33,15 @@ TIMESTEP_SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace", "quadra
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "ddim-ab2", "ddim-ab3", "dpm-solver++")
 DEFAULT_SAMPLER = "ddim"
 DEFAULT_STEPS = 20
-#: The samplers the C++ host runs too (plugins/host/src/ddim.h), so ``--record-eps`` takes them.
-HOST_SAMPLERS: tuple[str, ...] = ("ddim", "ddim-ab2", "ddim-ab3")
+#: The samplers the C++ host runs too (plugins/host/src/sampler.h), so ``--record-eps`` takes them.
+HOST_SAMPLERS: tuple[str, ...] = ("ddim", "ddim-ab2", "ddim-ab3", "dpm-solver++")
+
+#: ``tune-schedule``'s teacher (DDIM over this many leading timesteps, whose grid the tuned timesteps
+#: are chosen from) and how many of its trajectories the error is averaged over
+#: (``diffusion/schedule_search.py``).
+DEFAULT_TEACHER_STEPS = 100
+DEFAULT_TEACHER_SPACING = "leading"
+DEFAULT_TUNE_TRAJECTORIES = 128
 
 #: Denoiser backends (``runtime/source.py`` ``BACKENDS``); the reference-onnx ones only check
 #: graphs (``check``), onnx's ReferenceEvaluator being far too slow to sample with.

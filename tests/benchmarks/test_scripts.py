@@ -174,3 +174,24 @@ def test_bench_reproducible_sampling_times_both_schemes_and_checks_their_bytes(t
     assert result["precision"] == precision
     assert [row["scheme"] for row in result["rows"]] == ["threaded", "micro-2"]
     assert all(row["median_ms_per_step"] > 0 for row in result["rows"])
+
+
+def test_bench_quality_tuned_rows_share_one_cached_schedule(tmp_path):
+    """The -tuned rows run at tune-schedule's timesteps for the cell's NFE, tuned once and kept in
+    OUT/schedules/, so a rerun or another tuned row does not tune again."""
+    out = tmp_path / "quality"
+    args = ["--out", str(out), "--n", "4", "--batch-size", "2", "--nfe", "2", "--real", "bundled:heldout",
+            "--rows", "ddim-tuned,ddim-ab2-tuned", "--tune-trajectories", "2"]
+    result = run_script("bench_quality.py", *args)
+    assert result.returncode == 0, result.stderr
+    schedule = json.loads((out / "schedules" / "ddim-nfe2.json").read_text())
+    assert schedule["trajectories"] == 2 and result.stdout.count("tuning the timesteps") == 1
+    cells = {p.stem: json.loads(p.read_text()) for p in (out / "cells").iterdir()}
+    assert cells["ddim-tuned_nfe2_seed0"]["timesteps"] == cells["ddim-ab2-tuned_nfe2_seed0"]["timesteps"] \
+        == schedule["timesteps"]
+    tuned_at = (out / "schedules" / "ddim-nfe2.json").stat().st_mtime_ns
+    for path in (out / "cells").iterdir():
+        path.unlink()
+    again = run_script("bench_quality.py", *args)
+    assert again.returncode == 0, again.stderr
+    assert "tuning" not in again.stdout and (out / "schedules" / "ddim-nfe2.json").stat().st_mtime_ns == tuned_at

@@ -61,7 +61,8 @@ def test_importing_the_cli_loads_no_torch():
     assert not {"torch", "numpy", "onnx"} & modules
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["sample", "--help"], ["train", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["sample", "--help"], ["train", "--help"],
+                                  ["tune-schedule", "--help"]])
 def test_help_and_version_load_no_torch(args):
     code = (
         "import sys\nfrom vmddpm_deploy.cli import app\n"

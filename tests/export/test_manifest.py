@@ -163,3 +163,24 @@ def test_every_mistyped_field_is_one_artifact_error_naming_it(export_dir, path, 
     (export_dir / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match=message):
         read_manifest(export_dir, verify=False)
+
+
+def test_timesteps_are_recorded_only_when_given_and_read_back(export_dir):
+    manifest = read_manifest(export_dir)
+    assert manifest.timesteps is None and "timesteps" not in manifest.to_dict()
+    write_manifest(dataclasses.replace(manifest, timesteps=(990, 450, 0)))
+    assert read_manifest(export_dir).timesteps == (990, 450, 0)
+    assert json.loads((export_dir / "manifest.json").read_text())["timesteps"] == [990, 450, 0]
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [([0, 450], "distinct and descending"), ([1000, 0], r"\[0, 999\]"), ("990,0", "must be a list"), ([], "at least one")],
+)
+def test_bad_timesteps_in_a_manifest_are_one_artifact_error(export_dir, value, message):
+    path = export_dir / "manifest.json"
+    data = json.loads(path.read_text())
+    data["timesteps"] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=message):
+        read_manifest(export_dir)

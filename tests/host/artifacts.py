@@ -17,9 +17,10 @@ from vmddpm_deploy.export.manifest import (
 )
 
 
-def export_manifest(directory: Path, checkpoint: Checkpoint) -> Manifest:
+def export_manifest(directory: Path, checkpoint: Checkpoint, timesteps: tuple[int, ...] | None = None) -> Manifest:
     """The manifest an export of ``checkpoint`` carries, made by the exporter's own constructor
-    (no graph files), so the host is tested against what Python writes."""
+    (no graph files), so the host is tested against what Python writes; ``timesteps`` as ``export
+    --timesteps`` records them."""
     return new_manifest(
         directory,
         source=SourceRecord(checkpoint="ckpt.pt", sha256="0" * 64, weights="ema"),
@@ -28,6 +29,7 @@ def export_manifest(directory: Path, checkpoint: Checkpoint) -> Manifest:
         opset=18,
         graphs={},
         created_by={"vmddpm_deploy": "test"},
+        timesteps=timesteps,
     )
 
 
@@ -36,10 +38,12 @@ def manifest_data(checkpoint: Checkpoint) -> dict:
     return export_manifest(Path("."), checkpoint).to_dict()
 
 
-def write_export_dir(directory: Path, checkpoint: Checkpoint, fp32_graph: bytes | None = None) -> Path:
+def write_export_dir(
+    directory: Path, checkpoint: Checkpoint, fp32_graph: bytes | None = None, timesteps: tuple[int, ...] | None = None
+) -> Path:
     """A hand-made export directory; ``fp32_graph`` (placeholder bytes) is listed with its true sha256."""
     directory.mkdir(parents=True, exist_ok=True)
-    manifest = export_manifest(directory, checkpoint)
+    manifest = export_manifest(directory, checkpoint, timesteps)
     if fp32_graph is not None:
         (directory / "denoiser.onnx").write_bytes(fp32_graph)
         record = file_record(directory / "denoiser.onnx")

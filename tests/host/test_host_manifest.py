@@ -94,6 +94,11 @@ def _broken(data: dict, path: str, value) -> dict:
         ("inputs.0.shape", ["batch", 3, 16], "inputs[0].shape must have 4 dimensions"),
         ("outputs.0.name", 7, "outputs[0].name must be a string, found a number"),
         ("inputs.0.shape.2", 16.5, "inputs[0].shape[2] must be an integer"),
+        ("timesteps", [0, 400], "timesteps: timesteps must be distinct and descending"),
+        ("timesteps", [300, 300], "timesteps: timesteps must be distinct and descending"),
+        ("timesteps", [600, 0], "timesteps must lie in [0, 499], got 600"),
+        ("timesteps", [], "timesteps must list at least one timestep"),
+        ("timesteps", [400.5, 0], "timesteps[0] must be an integer"),
     ],
 )
 def test_bad_manifest_fields_are_named(host, checkpoint, tmp_path, path, value, phrase):

@@ -44,7 +44,9 @@ def micro_checkpoint():
      ("ddim", 12, 0.0, "logsnr", "linear"), ("ddim", 5, 0.0, "karras", "cosine"),
      ("ddim", 8, 0.0, "logsnr", "cosine"), ("ddim-ab2", 8, 0.0, "quadratic", "linear"),
      ("ddim-ab3", 9, 0.0, "logsnr", "linear"), ("ddim-ab2", 6, 0.0, "leading", "cosine"),
-     ("ddim-ab3", 2, 0.0, "trailing", "linear")],
+     ("ddim-ab3", 2, 0.0, "trailing", "linear"), ("dpm-solver++", 8, 0.0, "quadratic", "linear"),
+     ("dpm-solver++", 6, 0.0, "linspace", "linear"), ("dpm-solver++", 5, 0.0, "leading", "cosine"),
+     ("dpm-solver++", 7, 0.0, "trailing", "linear"), ("dpm-solver++", 5, 0.0, "karras", "cosine")],
 )
 def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, sampler_name, steps, eta, spacing,
                                           schedule_kind):
@@ -83,6 +85,31 @@ def test_replay_reproduces_python_sampler(host, micro_checkpoint, tmp_path, samp
         written = np.asarray(Image.open(out / png_name(index, n)), dtype=np.int64)
         # One uint16 level is 3e-5 in [-1, 1]: float noise below 1e-5 can move a rounding by one.
         assert np.abs(written - to_uint16(expected[index, 0]).astype(np.int64)).max() <= 1
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_replay_at_the_manifests_timesteps_reproduces_python(host, micro_checkpoint, tmp_path, eta):
+    # export --timesteps records a tune-schedule file's list; the host samples at it when neither
+    # --steps nor --spacing is given, as sample --timesteps does in Python.
+    checkpoint = micro_checkpoint
+    config = checkpoint.config
+    image_shape = (config.in_channels, config.image_size, config.image_size)
+    timesteps = (990, 610, 330, 120, 40)
+    recorder = EpsRecorder(TorchDenoiser(checkpoint), tmp_path / "eps.bin", image_shape)
+    sampler = make_sampler("ddim", checkpoint.schedule, len(timesteps), eta=eta, timesteps=timesteps)
+    expected = torch.cat([x0 for _, x0 in generate(recorder, sampler, 5, [0, 1, 2], image_shape, 2)]).numpy()
+    export_dir = write_export_dir(tmp_path / "export", checkpoint, timesteps=timesteps)
+    recording = recorder.close()
+
+    result = host.run("sample", "--export-dir", export_dir, "--replay", recording, "--n", 3, "--batch-size", 2,
+                      "--eta", eta, "--seed", 5, "--out", tmp_path / "out", "--npy", tmp_path / "x0.npy")
+    assert result.returncode == 0, result.stderr
+    assert "ddim 5 steps" in result.stdout and "the manifest's timesteps" in result.stdout
+    assert np.abs(np.load(tmp_path / "x0.npy") - expected).max() <= 1e-5
+    # --steps asks for a placement instead: other timesteps than the recording's, refused.
+    placed = host.run("sample", "--export-dir", export_dir, "--replay", recording, "--n", 3, "--batch-size", 2,
+                      "--steps", 5, "--eta", eta, "--seed", 5, "--out", tmp_path / "out2")
+    assert placed.returncode == 8 and "other timesteps or batch size" in placed.stderr
 
 
 def test_replay_refuses_a_recording_of_other_settings(host, micro_checkpoint, tmp_path):
@@ -151,7 +178,8 @@ def test_host_refuses_a_placement_that_repeats_timesteps_as_python_does(host, mi
     assert result.stderr == f"error: {caught.value}\n"
 
 
-@pytest.mark.parametrize("sampler_args", [["--sampler", "ddim", "--eta", "0.5"], ["--sampler", "ddim-ab2"]])
+@pytest.mark.parametrize("sampler_args", [["--sampler", "ddim", "--eta", "0.5"], ["--sampler", "ddim-ab2"],
+                                          ["--sampler", "dpm-solver++", "--spacing", "quadratic"]])
 def test_sample_records_eps_that_the_host_replays_to_the_same_images(host, micro_checkpoint, tmp_path, sampler_args):
     ckpt = save_checkpoint(micro_checkpoint, tmp_path / "ckpt.pt")
     export_dir = write_export_dir(tmp_path / "export", micro_checkpoint)
@@ -181,7 +209,7 @@ def test_sample_records_eps_that_the_host_replays_to_the_same_images(host, micro
 
 def test_record_eps_refuses_what_the_host_cannot_replay(micro_checkpoint, tmp_path):
     ckpt = save_checkpoint(micro_checkpoint, tmp_path / "ckpt.pt")
-    for args, phrase in ((["--sampler", "ddpm"], "runs ddim, ddim-ab2, ddim-ab3, not ddpm"), (["--shard", "0/2"], "drop --resume and --shard")):
+    for args, phrase in ((["--sampler", "ddpm"], "runs ddim, ddim-ab2, ddim-ab3, dpm-solver++, not ddpm"), (["--shard", "0/2"], "drop --resume and --shard")):
         result = CliRunner().invoke(app, ["sample", str(ckpt), "--n", "2", "--out", str(tmp_path / "o"),
                                           "--record-eps", str(tmp_path / "eps.bin"), *args])
         assert result.exit_code == 2 and phrase in result.output

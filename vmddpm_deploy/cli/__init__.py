@@ -19,6 +19,7 @@ from vmddpm_deploy.cli import (  # noqa: F401  (register the commands)
     init,
     sample,
     train,
+    tune_schedule,
 )
 from vmddpm_deploy.cli.app import app
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from vmddpm_deploy.choices import EXPORT_OPS, PRECISIONS
-from vmddpm_deploy.cli.app import app, choices, progress_bar, reports_errors
+from vmddpm_deploy.cli.app import app, choices, print_note, progress_bar, reports_errors
 
 
 #: One precision, or every one of ``choices.PRECISIONS``.
@@ -36,6 +36,14 @@ def export_command(
     batch_dim: Annotated[
         str, typer.Option(help="'dynamic' (a symbolic 'batch' axis) or a fixed batch size.")
     ] = "dynamic",
+    timesteps: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Record a tune-schedule file's timesteps in manifest.json; vmddpm_host sample then runs DDIM at "
+            "them unless given --steps or --spacing.",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing export directory.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -50,6 +58,18 @@ def export_command(
     Example: vmddpm-deploy export ckpt.safetensors -o exports/tiny --dtype both --ops all
     """
     from vmddpm_deploy.export import export_checkpoint
+
+    tuned = None
+    if timesteps is not None:
+        from vmddpm_deploy.checkpoint import checkpoint_sha256
+        from vmddpm_deploy.diffusion.schedule_file import read_schedule
+
+        tuned = read_schedule(timesteps)
+        if checkpoint.exists() and tuned.source_sha256 != checkpoint_sha256(checkpoint):
+            print_note(
+                f"--timesteps {timesteps} was tuned for another model (sha256 {tuned.source_sha256[:12]}...); "
+                "its timesteps are recorded as given"
+            )
 
     dtypes = PRECISIONS if dtype is ExportDtype.both else (dtype.value,)
     ops_kinds = EXPORT_OPS if ops is ExportOps.all else (ops.value,)
@@ -69,6 +89,7 @@ def export_command(
             batch_dim=batch_dim,
             force=force,
             on_stage=on_stage,
+            timesteps=None if tuned is None else tuned.timesteps,
         )
     typer.echo(f"  {'file':<24} {'graph':<8} {'ops':<8} {'size':>11}")
     for kind, graph in manifest.graphs.items():

@@ -39,7 +39,10 @@ def sample(
     ],
     n: Annotated[int, typer.Option("--n", help="Number of images in the whole job (all shards).")] = 16,
     sampler: Annotated[SamplerName, typer.Option(help="Sampling algorithm.")] = DEFAULT_SAMPLER_NAME,
-    steps: Annotated[int, typer.Option(help="Denoising steps (at most the schedule's T).")] = DEFAULT_STEPS,
+    steps: Annotated[
+        int | None,
+        typer.Option(help=f"Denoising steps (at most the schedule's T). Default: {DEFAULT_STEPS}, or --timesteps' count."),
+    ] = None,
     eta: Annotated[float, typer.Option(help="DDIM stochasticity: 0 is deterministic, 1 is DDPM-like.")] = 0.0,
     scheduler: Annotated[
         str | None,
@@ -59,6 +62,14 @@ def sample(
             help="Where the timesteps sit: leading / trailing / linspace (diffusers' grids), quadratic (the DDIM "
             "paper's), logsnr (even log-SNR), karras (rho 7); formulas in docs/design.md section 4. Default: "
             "leading, linspace for dpm-solver++."
+        ),
+    ] = None,
+    timesteps: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Run at the timesteps of a tune-schedule file instead of --steps / --spacing (ddpm, ddim, ddim-ab2, "
+            "ddim-ab3, dpm-solver++); recorded in the run's settings like --spacing.",
         ),
     ] = None,
     precision: Annotated[
@@ -158,6 +169,18 @@ def sample(
     if not 0 <= seed < 2**64:
         raise InvalidArgumentError(f"--seed must be in [0, 2^64), got {seed}")
     shard_spec = Shard.parse(shard)
+    tuned = None
+    if timesteps is not None:
+        from vmddpm_deploy.diffusion.schedule_file import read_schedule
+
+        if spacing is not None:
+            raise InvalidArgumentError("--timesteps and --spacing both place the timesteps; give one of them")
+        tuned = read_schedule(timesteps)
+        if steps is not None and steps != tuned.nfe:
+            raise InvalidArgumentError(f"--steps {steps} conflicts with --timesteps {timesteps}, which lists {tuned.nfe}; drop --steps")
+        steps = tuned.nfe
+    elif steps is None:
+        steps = DEFAULT_STEPS
     if device == "auto":
         device = str(resolve_device(device))
     if out.exists() and not out.is_dir():
@@ -167,7 +190,13 @@ def sample(
         source, n=n, sampler=sampler.value, steps=steps, eta=eta, seed=seed, image_format=image_format.value,
         shard=shard_spec, batch_size=batch_size, scheduler=_scheduler_choice(scheduler, scheduler_config),
         spacing=None if spacing is None else spacing.value, precision=precision.value,
+        timesteps=None if tuned is None else tuned.timesteps,
     )
+    if tuned is not None and tuned.source_sha256 not in _model_digests(plan.source):
+        print_note(
+            f"--timesteps {timesteps} was tuned for another model (sha256 {tuned.source_sha256[:12]}...); "
+            "its timesteps run as given, but may not be this model's best"
+        )
     if backend is Backend.auto:
         from vmddpm_deploy.runtime.source import auto_fallback_note
 
@@ -186,19 +215,28 @@ def sample(
             f"wrote {summary['images']} images to {out} in {summary['seconds']:.1f} s "
             f"({summary['images_per_second'] or 0:.2f} images/s, {summary['ms_per_denoiser_call']:.1f} ms per "
             f"denoiser call at batch {summary['batch_size']}, {summary['sampler']} {steps} steps"
-            f"{' ' + summary['spacing'] if summary['spacing'] else ''}, backend {summary['backend']} "
+            f"{' ' + summary['spacing'] if summary['spacing'] else ''}{' tuned' if summary['timesteps'] else ''}, "
+            f"backend {summary['backend']} "
             f"{summary['precision']})"
         )
     if "eps_recording" in summary and not quiet:
         export_dir = source if plan.source.kind == "export" else "EXPORT_DIR"
+        # The host takes explicit timesteps from its manifest only (export --timesteps).
+        placement = (
+            f" (the export made with export --timesteps {timesteps}, whose manifest lists them)" if tuned is not None
+            else f" --steps {steps}" + (f" --spacing {summary['spacing']}" if summary["spacing"] else "")
+        )
         typer.echo(
             f"recorded {summary['eps_recording']['calls']} denoiser calls to {record_eps}; replay them with: "
             f"vmddpm_host sample --export-dir {export_dir} --replay {record_eps} --n {n} --batch-size "
             f"{summary['batch_size']} --micro-batch {summary['eps_recording']['micro_batch']} "
-            f"--sampler {summary['sampler']} --steps {steps} "
-            f"--eta {eta:g} --seed {seed}"
-            + (f" --spacing {summary['spacing']}" if summary["spacing"] else "")
+            f"--sampler {summary['sampler']} --eta {eta:g} --seed {seed}{placement}"
         )
+
+
+def _model_digests(source) -> set[str]:
+    """The sha256s that name SRC's model: SRC's own, and for an export the checkpoint it was made from."""
+    return {source.sha256} | ({source.manifest.source.sha256} if source.manifest is not None else set())
 
 
 def _scheduler_choice(scheduler: str | None, config_text: str | None) -> tuple[str, dict[str, Any]] | None:

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from vmddpm_deploy.diffusion.schedule import NoiseSchedule, inference_timesteps, predict_x0
+from vmddpm_deploy.diffusion.schedule import NoiseSchedule, predict_x0, sampler_timesteps
 from vmddpm_deploy.errors import InvalidArgumentError
 
 
@@ -51,14 +51,15 @@ class DDIMSampler:
     eta: float = 0.0
     spacing: str = "leading"
     clip_sample: bool = True
-    timesteps: tuple[int, ...] = field(init=False)
+    #: None: placed by ``spacing``; else these timesteps (``schedule.check_timesteps``), ``steps`` of them.
+    timesteps: tuple[int, ...] | None = None
     _coefficients: tuple[_DDIMStep, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Above 1 the direction term's variance 1 - alpha_bar_t' - sigma_t^2 can go negative.
         if not 0.0 <= self.eta <= 1.0:
             raise InvalidArgumentError(f"eta must be in [0, 1], got {self.eta}")
-        timesteps = tuple(inference_timesteps(self.schedule, self.steps, self.spacing))
+        timesteps = sampler_timesteps(self.schedule, self.steps, self.spacing, self.timesteps)
         coefficients = []
         for ab_t, ab_prev in self.schedule.step_alpha_bars(timesteps):
             variance = (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev)

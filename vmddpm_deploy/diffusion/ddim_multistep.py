@@ -53,13 +53,17 @@ class MultistepDDIMSampler:
     order: int = 2
     spacing: str = "leading"
     clip_sample: bool = True
-    timesteps: tuple[int, ...] = field(init=False)
+    #: None: placed by ``spacing``; else these timesteps (``schedule.check_timesteps``), ``steps`` of them.
+    timesteps: tuple[int, ...] | None = None
     _ddim: DDIMSampler = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.order not in (2, 3):
             raise InvalidArgumentError(f"multistep DDIM order must be 2 or 3, got {self.order!r}")
-        ddim = DDIMSampler(self.schedule, self.steps, eta=0.0, spacing=self.spacing, clip_sample=self.clip_sample)
+        ddim = DDIMSampler(
+            self.schedule, self.steps, eta=0.0, spacing=self.spacing, clip_sample=self.clip_sample,
+            timesteps=self.timesteps,
+        )
         object.__setattr__(self, "_ddim", ddim)
         object.__setattr__(self, "timesteps", ddim.timesteps)
 

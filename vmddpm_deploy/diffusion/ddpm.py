@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from vmddpm_deploy.diffusion.schedule import NoiseSchedule, inference_timesteps, predict_x0
+from vmddpm_deploy.diffusion.schedule import NoiseSchedule, predict_x0, sampler_timesteps
 
 
 class _DDPMStep(NamedTuple):
@@ -43,11 +43,12 @@ class DDPMSampler:
     steps: int
     spacing: str = "leading"
     clip_sample: bool = True
-    timesteps: tuple[int, ...] = field(init=False)
+    #: None: placed by ``spacing``; else these timesteps (``schedule.check_timesteps``), ``steps`` of them.
+    timesteps: tuple[int, ...] | None = None
     _coefficients: tuple[_DDPMStep, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        timesteps = tuple(inference_timesteps(self.schedule, self.steps, self.spacing))
+        timesteps = sampler_timesteps(self.schedule, self.steps, self.spacing, self.timesteps)
         coefficients = []
         for ab_t, ab_prev in self.schedule.step_alpha_bars(timesteps):
             alpha_t = ab_t / ab_prev

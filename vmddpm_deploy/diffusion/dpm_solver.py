@@ -53,6 +53,7 @@ from vmddpm_deploy.diffusion.schedule import (
     check_steps,
     noise_level_timesteps,
     predict_x0,
+    sampler_timesteps,
 )
 from vmddpm_deploy.errors import InvalidArgumentError
 
@@ -108,11 +109,15 @@ class DPMSolverPP2MSampler:
     steps: int
     spacing: str = "linspace"
     clip_sample: bool = True
-    timesteps: tuple[int, ...] = field(init=False)
+    #: None: placed by ``spacing``; else these timesteps (``schedule.check_timesteps``), ``steps`` of them.
+    timesteps: tuple[int, ...] | None = None
     _coefficients: tuple[_DPMStep, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        timesteps = tuple(dpm_solver_timesteps(self.schedule, self.steps, self.spacing))
+        if self.timesteps is None:
+            timesteps = tuple(dpm_solver_timesteps(self.schedule, self.steps, self.spacing))
+        else:
+            timesteps = sampler_timesteps(self.schedule, self.steps, self.spacing, self.timesteps)
         alpha_bar = self.schedule.alphas_cumprod.tolist()
         coefficients = []
         previous_h = math.nan  # r_0 is never used: step 0 is first order

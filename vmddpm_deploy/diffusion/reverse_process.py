@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -103,6 +103,7 @@ def make_sampler(
     steps: int,
     eta: float = 0.0,
     spacing: str | None = None,
+    timesteps: Sequence[int] | None = None,
 ) -> Sampler:
     """The sampler called ``name`` (a key of :data:`SAMPLERS`) over ``steps`` timesteps.
 
@@ -110,7 +111,8 @@ def make_sampler(
     default for that sampler (``leading`` for DDPM, DDIM and multistep DDIM as for PNDM,
     ``linspace`` for DPM-Solver++). ``eta`` is DDIM's stochasticity and must stay 0 for the
     others: DDPM's noise is fixed by its posterior, multistep DDIM and DPM-Solver++ 2M are
-    deterministic ODE solvers.
+    deterministic ODE solvers. ``timesteps`` (e.g. a ``tune-schedule`` file's, ``steps`` of them)
+    replaces the placement, so it excludes ``spacing``.
     Raises InvalidArgumentError on anything out of range.
     """
     if name not in SAMPLERS:
@@ -119,7 +121,11 @@ def make_sampler(
         raise InvalidArgumentError(f"eta must be a number, got {eta!r}")
     if name != "ddim" and eta != 0.0:
         raise InvalidArgumentError(f"eta applies to ddim only; drop it for {name}")
-    options = {} if spacing is None else {"spacing": spacing}
+    if timesteps is not None and spacing is not None:
+        raise InvalidArgumentError("give either a spacing or explicit timesteps, not both: each places the timesteps")
+    options: dict[str, Any] = {} if spacing is None else {"spacing": spacing}
+    if timesteps is not None:
+        options["timesteps"] = tuple(timesteps)
     if name == "ddim":
         options["eta"] = float(eta)
     return SAMPLERS[name](schedule, steps, **options)

@@ -253,6 +253,38 @@ def _noise_level_candidates(schedule: NoiseSchedule, steps: int, spacing: str) -
     return np.round(below + np.clip(fraction, 0.0, 1.0)).astype(np.int64)
 
 
+def sampler_timesteps(
+    schedule: NoiseSchedule, steps: int, spacing: str, timesteps: Sequence[int] | None
+) -> tuple[int, ...]:
+    """A sampler's timesteps: placed by ``spacing`` when ``timesteps`` is None, else ``timesteps``
+    itself (e.g. a ``tune-schedule`` file's), checked by :func:`check_timesteps` and of length ``steps``."""
+    if timesteps is None:
+        return tuple(inference_timesteps(schedule, steps, spacing))
+    checked = check_timesteps(schedule.num_train_timesteps, timesteps)
+    if len(checked) != steps:
+        raise InvalidArgumentError(f"{len(checked)} timesteps given for {steps} steps")
+    return checked
+
+
+def check_timesteps(num_train_timesteps: int, timesteps: Sequence[int]) -> tuple[int, ...]:
+    """``timesteps`` as a tuple, or InvalidArgumentError unless they are distinct integers in
+    ``[0, T - 1]`` in descending order (the order a sampler visits them in), at least one."""
+    values = tuple(timesteps)
+    if not values:
+        raise InvalidArgumentError("timesteps must list at least one timestep")
+    if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in values):
+        raise InvalidArgumentError(f"timesteps must be integers, got {list(values)!r}")
+    values = tuple(int(t) for t in values)
+    outside = [t for t in values if not 0 <= t < num_train_timesteps]
+    if outside:
+        raise InvalidArgumentError(
+            f"timesteps must lie in [0, {num_train_timesteps - 1}] (the schedule's training timesteps), got {outside[0]}"
+        )
+    if any(later >= earlier for earlier, later in zip(values, values[1:])):
+        raise InvalidArgumentError(f"timesteps must be distinct and descending, got {list(values)}")
+    return values
+
+
 def check_steps(num_train_timesteps: int, steps: int) -> None:
     """Raise InvalidArgumentError unless ``1 <= steps <= num_train_timesteps``."""
     if isinstance(steps, bool) or not isinstance(steps, int):

@@ -28,6 +28,7 @@ import torch
 from vmddpm_deploy import __version__
 from vmddpm_deploy.checkpoint import build_model, checkpoint_sha256, load_checkpoint
 from vmddpm_deploy.choices import EXPORT_OPS, PRECISIONS
+from vmddpm_deploy.diffusion.schedule import check_timesteps
 from vmddpm_deploy.errors import ExportError, InvalidArgumentError, OutputError
 from vmddpm_deploy.export.fp16 import half_precision
 from vmddpm_deploy.export.manifest import (
@@ -67,6 +68,7 @@ def export_checkpoint(
     batch_dim: str | int = "dynamic",
     force: bool = False,
     on_stage: OnStage | None = None,
+    timesteps: Sequence[int] | None = None,
 ) -> Manifest:
     """Export ``checkpoint_path`` to ``out_dir`` (default ``exports/<checkpoint stem>``).
 
@@ -74,6 +76,7 @@ def export_checkpoint(
     fp32 + plugin, ``denoiser.fp16.onnx`` fp16 + plugin, ``denoiser.portable.onnx`` fp32 +
     portable (the portable graph exists in fp32 only). ``batch_dim`` is ``"dynamic"`` or a fixed
     batch size. ``on_stage(description, index, total)`` is called as each stage starts.
+    ``timesteps`` (a ``tune-schedule`` file's) are recorded for the C++ host to sample at.
     Returns the verified manifest of the written directory.
     """
     checkpoint_path = Path(checkpoint_path)
@@ -89,6 +92,8 @@ def export_checkpoint(
 
     report(stages[0])
     checkpoint = load_checkpoint(checkpoint_path)
+    if timesteps is not None:
+        check_timesteps(checkpoint.schedule.num_train_timesteps, timesteps)  # before minutes of export
     model = build_model(checkpoint)
 
     staging = _make_staging_dir(out_dir)
@@ -108,7 +113,8 @@ def export_checkpoint(
             records[kind] = GraphRecord(path.name, graph_ops, IO_DTYPES[precision], **file_record(path))
 
         report("write manifest")
-        write_manifest(_manifest(staging, out_dir, checkpoint_path, checkpoint, opset, fixed_batch, records))
+        write_manifest(_manifest(staging, out_dir, checkpoint_path, checkpoint, opset, fixed_batch, records,
+                                 timesteps))
         _move_into_place(staging, out_dir)
     except OSError as exc:
         raise OutputError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
@@ -305,7 +311,7 @@ def _package_version(name: str) -> str:
 
 
 def _manifest(staging: Path, out_dir: Path, checkpoint_path: Path, checkpoint, opset: int,
-              fixed_batch: int | None, graphs: dict[str, GraphRecord]) -> Manifest:
+              fixed_batch: int | None, graphs: dict[str, GraphRecord], timesteps: Sequence[int] | None) -> Manifest:
     return new_manifest(
         staging,
         source=SourceRecord(
@@ -327,4 +333,5 @@ def _manifest(staging: Path, out_dir: Path, checkpoint_path: Path, checkpoint, o
             "exporter": EXPORTER,
         },
         fixed_batch=fixed_batch,
+        timesteps=timesteps,
     )

@@ -21,15 +21,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vmddpm_deploy.atomic_write import write_atomic
-from vmddpm_deploy.diffusion.schedule import NoiseSchedule
+from vmddpm_deploy.diffusion.schedule import NoiseSchedule, check_timesteps
 from vmddpm_deploy.digests import sha256_file
-from vmddpm_deploy.errors import ArtifactError, ConfigError
+from vmddpm_deploy.errors import ArtifactError, ConfigError, InvalidArgumentError
 from vmddpm_deploy.model.config import ModelConfig
 
 FORMAT = "vmddpm-deploy-export/1"
@@ -180,6 +180,9 @@ class Manifest:
     graphs: Mapping[str, GraphRecord]
     engines: Mapping[str, EngineRecord] = field(default_factory=dict)
     seeding: str = SEEDING
+    #: Explicit sampling timesteps (``export --timesteps``, a ``tune-schedule`` file's), descending;
+    #: the C++ host samples at them instead of a spacing. None: none recorded.
+    timesteps: tuple[int, ...] | None = None
 
     @property
     def path(self) -> Path:
@@ -240,6 +243,7 @@ class Manifest:
             "graphs": {kind: dataclasses.asdict(entry) for kind, entry in self.graphs.items()},
             "engines": {name: dataclasses.asdict(entry) for name, entry in self.engines.items()},
             "seeding": self.seeding,
+            **({} if self.timesteps is None else {"timesteps": list(self.timesteps)}),
         }
 
     @classmethod
@@ -280,6 +284,14 @@ class Manifest:
         seeding = data.get("seeding", SEEDING)
         if not isinstance(created_by, dict) or not isinstance(seeding, str):
             raise ArtifactError(f"{path}: malformed created_by or seeding; {_REEXPORT}")
+        timesteps = data.get("timesteps")
+        if timesteps is not None:
+            if not isinstance(timesteps, list):
+                raise ArtifactError(f"{path}: timesteps must be a list, got {type(timesteps).__name__}; {_REEXPORT}")
+            try:
+                timesteps = check_timesteps(schedule.num_train_timesteps, timesteps)
+            except InvalidArgumentError as exc:
+                raise ArtifactError(f"{path}: {exc}; {_REEXPORT}") from None
         return cls(
             export_dir=Path(export_dir),
             created_by=created_by,
@@ -293,6 +305,7 @@ class Manifest:
             graphs=graphs,
             engines=engines,
             seeding=seeding,
+            timesteps=timesteps,
         )
 
 
@@ -342,6 +355,7 @@ def new_manifest(
     graphs: Mapping[str, GraphRecord],
     created_by: Mapping[str, str | None],
     fixed_batch: int | None = None,
+    timesteps: Sequence[int] | None = None,
 ) -> Manifest:
     """The manifest of a fresh export: graph I/O ``x (batch, C, H, W), t (batch,) -> eps`` (batch
     symbolic unless ``fixed_batch``), this version's custom ops, no engines yet."""
@@ -358,6 +372,7 @@ def new_manifest(
         inputs=(TensorSpec("x", "float32", (batch, *image)), TensorSpec("t", "int64", (batch,))),
         outputs=(TensorSpec("eps", "float32", (batch, *image)),),
         graphs=dict(graphs),
+        timesteps=None if timesteps is None else check_timesteps(schedule.num_train_timesteps, timesteps),
     )
 
 

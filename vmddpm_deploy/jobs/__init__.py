@@ -99,7 +99,8 @@ def run_sample_job(
     s = plan.settings
     # Ray workers resolve the precision each on its node; their shards' progress files record it.
     return {"precision": s.precision} | summary | {"out": str(out), "sampler": s.sampler, "steps": s.steps,
-                                                   "spacing": s.spacing}
+                                                   "spacing": s.spacing,
+                                                   "timesteps": None if s.timesteps is None else list(s.timesteps)}
 
 
 def _check_recordable(plan: JobPlan, path: Path, resume: bool) -> None:

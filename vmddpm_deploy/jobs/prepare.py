@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,20 +54,21 @@ class JobPlan:
             from vmddpm_deploy.diffusers.scheduler import DiffusersScheduler
 
             return DiffusersScheduler.from_spec(s.scheduler, s.steps)
-        return make_sampler(s.sampler, self.source.schedule, s.steps, eta=s.eta, spacing=s.spacing)
+        return make_sampler(s.sampler, self.source.schedule, s.steps, eta=s.eta, spacing=s.spacing, timesteps=s.timesteps)
 
 
 def plan_job(
     source: str | os.PathLike | DenoiserSource, *, n: int, sampler: str, steps: int, eta: float, seed: int,
     image_format: str, shard: Shard = Shard(), batch_size: int | None = None,
     scheduler: tuple[str, dict[str, Any]] | None = None, spacing: str | None = None, precision: str = "auto",
+    timesteps: Sequence[int] | None = None,
 ) -> JobPlan:
     """Open ``source`` (checksums verified; an already opened one is taken as it is) and check the
     sampler settings: every error a job can find without loading the model arrives here, before
     any file is written. ``batch_size`` None: the backend's largest, resolved by :func:`prepare_job`.
     ``scheduler``: a diffusers scheduler's class name and config, which replaces ``sampler``.
-    ``spacing`` None: the sampler's default, resolved here; ``precision`` is resolved by
-    :func:`prepare_job`."""
+    ``spacing`` None: the sampler's default, resolved here, unless ``timesteps`` (``steps`` of them)
+    replace the placement; ``precision`` is resolved by :func:`prepare_job`."""
     if precision not in SAMPLING_PRECISIONS:
         raise InvalidArgumentError(f"unknown precision {precision!r}; choose one of {', '.join(SAMPLING_PRECISIONS)}")
     opened = source if isinstance(source, DenoiserSource) else open_source(source)
@@ -80,21 +82,22 @@ def plan_job(
 
         if eta != 0.0:
             raise InvalidArgumentError("--eta applies to --sampler ddim; a diffusers scheduler takes it in --scheduler-config")
-        if spacing is not None:
+        if spacing is not None or timesteps is not None:
+            option = "--spacing" if spacing is not None else "--timesteps"
             raise InvalidArgumentError(
-                "--spacing applies to our samplers; a diffusers scheduler takes timestep_spacing in --scheduler-config"
+                f"{option} applies to our samplers; a diffusers scheduler takes timestep_spacing in --scheduler-config"
             )
         check_steps(opened.schedule.num_train_timesteps, steps)
         spec = diffusers_sampler(class_name, opened.schedule, steps, config).spec
         sampler = f"diffusers:{class_name}"
     settings = JobSettings(
         opened.sha256, n, sampler, steps, eta, seed, image_format, shard, batch_size, spec, spacing=spacing,
-        precision=precision,
+        precision=precision, timesteps=None if timesteps is None else tuple(int(t) for t in timesteps),
     )
     plan = JobPlan(opened, settings)
     made = plan.make_sampler()  # InvalidArgumentError on steps / eta / spacing the schedule cannot take
     # A diffusers scheduler places its own timesteps (its config, recorded in ``scheduler``).
-    spacing = made.spacing if spec is None else None
+    spacing = made.spacing if spec is None and timesteps is None else None
     return dataclasses.replace(plan, settings=dataclasses.replace(settings, spacing=spacing))
 
 

@@ -50,7 +50,9 @@ class JobSettings:
     ``spacing`` None is the sampler's default placement, resolved by
     :func:`~vmddpm_deploy.jobs.prepare.plan_job`; ``precision`` ``auto`` (what ``sample`` asks
     for by default) is resolved where the denoiser loads (fp32 or bf16 on the torch backend, fp32
-    on the others), so both are recorded as the values that made the images.
+    on the others), so both are recorded as the values that made the images. ``timesteps``: explicit
+    timesteps (``sample --timesteps``, a ``tune-schedule`` file's) in place of ``spacing``, which is
+    then None.
     """
 
     source_sha256: str
@@ -65,6 +67,7 @@ class JobSettings:
     scheduler: dict[str, Any] | None = None
     spacing: str | None = None
     precision: str = "fp32"
+    timesteps: tuple[int, ...] | None = None
     arithmetic: Arithmetic | None = None
 
     #: Settings that say how the job is cut up, not what its images are.
@@ -73,6 +76,8 @@ class JobSettings:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["shard"] = f"{self.shard.index}/{self.shard.count}"
+        # A list, as JSON reads it back, so a recorded and a wanted run compare equal.
+        data["timesteps"] = None if self.timesteps is None else list(self.timesteps)
         return data
 
 
@@ -93,8 +98,8 @@ def setting_difference(key: str, recorded: Any, wanted: Any) -> tuple[str, Any, 
 #: size are how the job is run. A diffusers scheduler's config is named down to the entry that differs.
 SETTING_OPTIONS = {
     "source_sha256": "SRC", "n": "--n", "image_format": "--format", "sampler": "--sampler", "steps": "--steps",
-    "spacing": "--spacing", "scheduler": "scheduler", "eta": "--eta", "seed": "--seed", "precision": "--precision",
-    "arithmetic": "arithmetic", "shard": "--shard", "batch_size": "--batch-size",
+    "spacing": "--spacing", "timesteps": "--timesteps", "scheduler": "scheduler", "eta": "--eta", "seed": "--seed",
+    "precision": "--precision", "arithmetic": "arithmetic", "shard": "--shard", "batch_size": "--batch-size",
 }
 
 

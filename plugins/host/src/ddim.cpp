@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "host_error.h"
 
@@ -105,6 +106,28 @@ bool strictly_descending(const std::vector<int64_t>& timesteps) {
   return true;
 }
 
+// DPM-Solver++'s grid candidates (vmddpm_deploy.diffusion.dpm_solver._candidate_timesteps).
+std::vector<int64_t> grid_candidates(int64_t T, int64_t steps, const std::string& spacing) {
+  if (spacing == "trailing") return spaced_timesteps(T, steps, spacing);
+  std::vector<int64_t> timesteps(static_cast<size_t>(steps));
+  if (spacing == "linspace") {
+    // np.linspace(0, T - 1, steps + 1).round()[::-1][:-1]: i * ((T - 1) / steps), the last
+    // (i = steps) exactly T - 1; reversed, the trailing i = 0 dropped.
+    const double stop = static_cast<double>(T - 1);
+    for (int64_t k = 0; k < steps; ++k) {
+      const int64_t i = steps - k;
+      timesteps[k] = i == steps ? T - 1 : round_half_even(static_cast<double>(i) * (stop / static_cast<double>(steps)));
+    }
+  } else if (spacing == "leading") {
+    // np.arange(1, steps + 1)[::-1] * (T // (steps + 1))
+    for (int64_t k = 0; k < steps; ++k) timesteps[k] = (steps - k) * (T / (steps + 1));
+  } else {
+    throw HostError(ExitCode::kInvalidArgument, "unknown --spacing " + spacing +
+                                                    "; choose leading, trailing, linspace, quadratic, logsnr or karras");
+  }
+  return timesteps;
+}
+
 }  // namespace
 
 std::vector<int64_t> noise_level_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
@@ -134,18 +157,45 @@ std::vector<int64_t> inference_timesteps(const std::vector<double>& alphas_cumpr
   return spaced_timesteps(static_cast<int64_t>(alphas_cumprod.size()), steps, spacing);
 }
 
-int64_t ddim_order(const std::string& sampler) {
-  if (sampler == "ddim") return 1;
-  if (sampler == "ddim-ab2") return 2;
-  if (sampler == "ddim-ab3") return 3;
-  throw HostError(ExitCode::kInvalidArgument, "unknown --sampler " + sampler + "; choose ddim, ddim-ab2 or ddim-ab3");
+std::vector<int64_t> dpm_solver_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
+                                          const std::string& spacing) {
+  const int64_t T = static_cast<int64_t>(alphas_cumprod.size());
+  if (spacing == "quadratic" || spacing == "logsnr" || spacing == "karras") {
+    return noise_level_timesteps(alphas_cumprod, steps, spacing);
+  }
+  if (steps < 1 || steps > T) {
+    throw HostError(ExitCode::kInvalidArgument, "--steps must be in [1, " + std::to_string(T) + "], got " +
+                                                    std::to_string(steps));
+  }
+  std::vector<int64_t> timesteps = grid_candidates(T, steps, spacing);
+  if (!strictly_descending(timesteps)) {
+    // A repeated timestep is a zero log-SNR step h, which r = h_{k-1} / h_k would divide by.
+    int64_t most = steps - 1;
+    while (most > 1 && !strictly_descending(grid_candidates(T, most, spacing))) --most;
+    throw HostError(ExitCode::kInvalidArgument, "dpm-solver++ with " + spacing + " spacing repeats timesteps at " +
+                                                    std::to_string(steps) + " steps; use at most " +
+                                                    std::to_string(most));
+  }
+  return timesteps;
 }
 
-DDIMSampler::DDIMSampler(const std::vector<double>& alphas_cumprod, int64_t steps, double eta,
-                         const std::string& spacing, int64_t order, bool clip_sample)
-    : timesteps_(inference_timesteps(alphas_cumprod, steps, spacing)),
-      order_(order),
-      clip_sample_(clip_sample) {
+void check_timesteps(int64_t num_train_timesteps, const std::vector<int64_t>& timesteps) {
+  if (timesteps.empty()) throw HostError(ExitCode::kInvalidArgument, "timesteps must list at least one timestep");
+  for (size_t k = 0; k < timesteps.size(); ++k) {
+    if (timesteps[k] < 0 || timesteps[k] >= num_train_timesteps) {
+      throw HostError(ExitCode::kInvalidArgument, "timesteps must lie in [0, " + std::to_string(num_train_timesteps - 1) +
+                                                      "], got " + std::to_string(timesteps[k]));
+    }
+    if (k > 0 && timesteps[k] >= timesteps[k - 1]) {
+      throw HostError(ExitCode::kInvalidArgument, "timesteps must be distinct and descending");
+    }
+  }
+}
+
+DDIMSampler::DDIMSampler(const std::vector<double>& alphas_cumprod, std::vector<int64_t> timesteps, double eta,
+                         int64_t order, bool clip_sample)
+    : timesteps_(std::move(timesteps)), order_(order), clip_sample_(clip_sample) {
+  check_timesteps(static_cast<int64_t>(alphas_cumprod.size()), timesteps_);
   if (!(eta >= 0.0 && eta <= 1.0)) {
     throw HostError(ExitCode::kInvalidArgument, "--eta must be in [0, 1], got " + std::to_string(eta));
   }
@@ -166,7 +216,7 @@ DDIMSampler::DDIMSampler(const std::vector<double>& alphas_cumprod, int64_t step
 }
 
 void DDIMSampler::step(size_t k, float* x, const float* eps_k, const float* noise, int64_t count,
-                       EpsHistory& history) const {
+                       StepHistory& history) const {
   // Adams-Bashforth weights on (e_k, e_{k-1}, e_{k-2}) by order, cast to float32 as PyTorch casts
   // a Python-float multiplier or alpha.
   static const double kWeights[3][3] = {{1.0, 0.0, 0.0}, {3.0 / 2.0, -1.0 / 2.0, 0.0},

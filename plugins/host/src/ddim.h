@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "sampler.h"
+
 namespace vmddpm::host {
 
 // `steps` training timesteps, descending, exactly as vmddpm_deploy.diffusion.spaced_timesteps:
@@ -39,25 +41,28 @@ std::vector<int64_t> noise_level_timesteps(const std::vector<double>& alphas_cum
 std::vector<int64_t> inference_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
                                          const std::string& spacing);
 
-// The eps of one run's previous steps, oldest first (what multistep DDIM combines).
-using EpsHistory = std::vector<std::vector<float>>;
+// The `steps` timesteps diffusers' DPMSolverMultistepScheduler picks (steps + 1 grid points with
+// the final 0 dropped for linspace / leading / trailing; DDIM's list for the noise-level
+// spacings), as vmddpm_deploy.diffusion.dpm_solver.dpm_solver_timesteps, refusing repeats.
+std::vector<int64_t> dpm_solver_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
+                                          const std::string& spacing);
 
-// The sampler names the host runs, as vmddpm_deploy.choices.SAMPLERS spells them, and their
-// Adams-Bashforth order. Throws HostError(kInvalidArgument) for any other name.
-int64_t ddim_order(const std::string& sampler);
+// Throws HostError(kInvalidArgument) unless `timesteps` are distinct, descending, in [0, T - 1] and
+// at least one, as vmddpm_deploy.diffusion.schedule.check_timesteps.
+void check_timesteps(int64_t num_train_timesteps, const std::vector<int64_t>& timesteps);
 
-class DDIMSampler {
+class DDIMSampler : public Sampler {
  public:
-  // order 1 is DDIM; 2 and 3 are multistep DDIM, which is deterministic (eta must be 0).
-  DDIMSampler(const std::vector<double>& alphas_cumprod, int64_t steps, double eta, const std::string& spacing,
+  // At `timesteps` (checked: inference_timesteps' or a manifest's, from `vmddpm-deploy export
+  // --timesteps`). order 1 is DDIM; 2 and 3 are multistep DDIM, deterministic (eta must be 0).
+  DDIMSampler(const std::vector<double>& alphas_cumprod, std::vector<int64_t> timesteps, double eta,
               int64_t order = 1, bool clip_sample = true);
 
-  const std::vector<int64_t>& timesteps() const { return timesteps_; }
-  bool needs_noise(size_t k) const { return coefficients_[k].sigma > 0.0; }
-
-  // x <- x_{t'} in place from eps at step k; noise (like x) is read only when needs_noise(k).
-  // `history` holds this run's earlier eps (empty before step 0); step appends what later steps need.
-  void step(size_t k, float* x, const float* eps, const float* noise, int64_t count, EpsHistory& history) const;
+  const std::vector<int64_t>& timesteps() const override { return timesteps_; }
+  bool needs_noise(size_t k) const override { return coefficients_[k].sigma > 0.0; }
+  // `history` carries the eps of the earlier steps that the Adams-Bashforth combination uses.
+  void step(size_t k, float* x, const float* eps, const float* noise, int64_t count,
+            StepHistory& history) const override;
 
  private:
   struct Coefficients {

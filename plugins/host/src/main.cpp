@@ -19,11 +19,11 @@
 #include <vector>
 
 #include "counter_rng.h"
-#include "ddim.h"
 #include "host_error.h"
 #include "image_files.h"
 #include "manifest.h"
 #include "replay_denoiser.h"
+#include "sampler.h"
 #include "sampling_loop.h"
 #if defined(VMDDPM_HOST_WITH_TENSORRT)
 #include "tensorrt_denoiser.h"
@@ -38,14 +38,17 @@ const char* const kUsage =
     "                     [--n 16] [--batch-size 8] [--micro-batch B] [--sampler ddim]\n"
     "                     [--steps 20] [--spacing leading] [--eta 0]\n"
     "                     [--seed 0] [--out samples] [--npy FILE] [--no-images]\n"
-    "                     --sampler: ddim, ddim-ab2 or ddim-ab3 (multistep DDIM; eta 0)\n"
+    "                     --sampler: ddim, ddim-ab2 or ddim-ab3 (multistep DDIM), dpm-solver++\n"
+    "                     (DPM-Solver++(2M)); all but ddim are deterministic (eta 0)\n"
     "                     --spacing: leading, trailing, linspace, quadratic, logsnr or karras\n"
+    "                     default: the manifest's timesteps when it has them (export --timesteps)\n"
     "  vmddpm_host noise --seed S --index I --stream R --count N --out FILE.npy\n"
     "  vmddpm_host info --export-dir DIR [--json]\n"
     "\n"
-    "sample runs DDIM or multistep DDIM (the Python samplers' rule: sample i depends only on\n"
-    "(seed, i) and the rows per call) with the TensorRT engine of the manifest (--engine picks\n"
-    "one when there are several), or replays eps recorded from the Python sampler (--replay), and\n"
+    "sample runs DDIM, multistep DDIM or DPM-Solver++ (the Python samplers' rule: sample i\n"
+    "depends only on (seed, i) and the rows per call) with the TensorRT engine of the manifest\n"
+    "(--engine picks one when there are several), or replays eps recorded from the Python\n"
+    "sampler (--replay), and\n"
     "writes one 16-bit image per sample (00000.png, ...) and optionally all images as float32\n"
     "(n, C, H, W) in --npy. Record the eps file with `vmddpm-deploy sample SRC --record-eps FILE`,\n"
     "which prints the matching host command. Each batch is cut into calls of --micro-batch rows\n"
@@ -143,6 +146,8 @@ int run_sample(Options& options) {
   // Python's DEFAULT_SAMPLER, DEFAULT_STEPS and DEFAULT_SPACING (vmddpm_deploy/choices.py);
   // tests/host checks they agree.
   const std::string sampler_name = options.text("sampler", "ddim");
+  // The manifest's timesteps (export --timesteps) unless --steps or --spacing asks for a placement.
+  const bool manifest_timesteps = !manifest.timesteps.empty() && !options.has("steps") && !options.has("spacing");
   const int64_t steps = static_cast<int64_t>(options.unsigned_int("steps", 20, 1));
   const double eta = options.real("eta", 0.0);
   const std::string spacing = options.text("spacing", "leading");
@@ -156,7 +161,10 @@ int run_sample(Options& options) {
   const std::string plugin_library = options.text("plugin-lib");
   options.check_all_used();
 
-  const DDIMSampler sampler(manifest.alphas_cumprod, steps, eta, spacing, ddim_order(sampler_name));
+  const std::unique_ptr<Sampler> sampler = make_sampler(
+      sampler_name, manifest.alphas_cumprod,
+      manifest_timesteps ? manifest.timesteps : sampler_timesteps(sampler_name, manifest.alphas_cumprod, steps, spacing),
+      eta);
   const ImageShape shape{manifest.channels, manifest.height, manifest.width};
 
   std::unique_ptr<Denoiser> denoiser;
@@ -192,7 +200,7 @@ int run_sample(Options& options) {
   for (uint64_t i = 0; i < n; ++i) indices[i] = i;
   std::vector<float> all_images;
   const auto started = std::chrono::steady_clock::now();
-  generate(*denoiser, sampler, seed, indices, shape, batch_size, micro_batch,
+  generate(*denoiser, *sampler, seed, indices, shape, batch_size, micro_batch,
            [&](const std::vector<uint64_t>& chunk, const std::vector<float>& x0) {
              for (size_t b = 0; b < chunk.size(); ++b) {
                const float* image = x0.data() + b * shape.numel();
@@ -216,8 +224,9 @@ int run_sample(Options& options) {
     std::printf("replayed %zu denoiser calls; max |x - recorded x| = %.3g\n", replayer->calls_replayed(),
                 replayer->max_x_error());
   }
-  std::printf("wrote %" PRIu64 " images to %s in %.2f s (DDIM %" PRId64 " steps, eta %g, %s spacing)\n", n,
-              out.string().c_str(), seconds, steps, eta, spacing.c_str());
+  std::printf("wrote %" PRIu64 " images to %s in %.2f s (%s %zu steps, eta %g, %s)\n", n, out.string().c_str(),
+              seconds, sampler_name.c_str(), sampler->timesteps().size(), eta,
+              manifest_timesteps ? "the manifest's timesteps" : (spacing + " spacing").c_str());
   return 0;
 }
 

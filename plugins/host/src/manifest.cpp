@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "ddim.h"
 #include "host_error.h"
 #include "json.h"
 
@@ -99,6 +100,15 @@ Manifest parse_manifest(const std::string& text, const std::filesystem::path& ex
     if (static_cast<int64_t>(manifest.alphas_cumprod.size()) != steps) {
       throw json::TypeError(table.path() + " has " + std::to_string(manifest.alphas_cumprod.size()) +
                             " values, num_train_timesteps says " + std::to_string(steps));
+    }
+
+    if (const json::Value* timesteps = root.find("timesteps")) {
+      for (const auto& item : timesteps->items()) manifest.timesteps.push_back(item.as_int());
+      try {
+        check_timesteps(steps, manifest.timesteps);
+      } catch (const HostError& error) {
+        throw json::TypeError(timesteps->path() + ": " + error.what());
+      }
     }
 
     if (const json::Value* model = root.find("model")) {

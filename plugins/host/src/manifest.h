@@ -32,6 +32,8 @@ struct Manifest {
   // alpha_bar_t for t = 0 .. T-1, float64 exactly as Python computed it.
   std::vector<double> alphas_cumprod;
   std::vector<EngineEntry> engines;
+  // Explicit sampling timesteps, descending (`vmddpm-deploy export --timesteps`); empty: none recorded.
+  std::vector<int64_t> timesteps;
   // The model config as "name", "value" text pairs (arrays as "1,2,2"), for `vmddpm_host info`.
   std::vector<std::pair<std::string, std::string>> model;
 

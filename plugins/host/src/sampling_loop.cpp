@@ -13,7 +13,7 @@ void batch_noise(uint64_t seed, const std::vector<uint64_t>& indices, uint64_t s
 }
 
 // The final x of `rows` (their noise streams), run through every sampler step in one call each.
-std::vector<float> sample_rows(Denoiser& denoiser, const DDIMSampler& sampler, uint64_t seed,
+std::vector<float> sample_rows(Denoiser& denoiser, const Sampler& sampler, uint64_t seed,
                                const std::vector<uint64_t>& rows, int64_t numel) {
   const int64_t batch = static_cast<int64_t>(rows.size());
   const size_t elements = static_cast<size_t>(batch * numel);
@@ -21,7 +21,7 @@ std::vector<float> sample_rows(Denoiser& denoiser, const DDIMSampler& sampler, u
   batch_noise(seed, rows, 0, numel, x.data());
   std::vector<int64_t> t(rows.size());
   const auto& timesteps = sampler.timesteps();
-  EpsHistory history;
+  StepHistory history;
   for (size_t k = 0; k < timesteps.size(); ++k) {
     std::fill(t.begin(), t.end(), timesteps[k]);
     denoiser.denoise(x.data(), t.data(), batch, eps.data());
@@ -34,7 +34,7 @@ std::vector<float> sample_rows(Denoiser& denoiser, const DDIMSampler& sampler, u
 
 }  // namespace
 
-void generate(Denoiser& denoiser, const DDIMSampler& sampler, uint64_t seed, const std::vector<uint64_t>& indices,
+void generate(Denoiser& denoiser, const Sampler& sampler, uint64_t seed, const std::vector<uint64_t>& indices,
               const ImageShape& shape, int64_t batch_size, int64_t micro_batch, const BatchDone& on_batch) {
   const int64_t numel = shape.numel();
   const size_t rows_per_call = static_cast<size_t>(micro_batch);

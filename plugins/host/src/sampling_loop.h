@@ -10,7 +10,7 @@
 #include <functional>
 #include <vector>
 
-#include "ddim.h"
+#include "sampler.h"
 #include "denoiser.h"
 
 namespace vmddpm::host {
@@ -23,7 +23,7 @@ struct ImageShape {
 // Called once per finished batch: the sample indices and their x0, (batch, C, H, W) float32.
 using BatchDone = std::function<void(const std::vector<uint64_t>& indices, const std::vector<float>& x0)>;
 
-void generate(Denoiser& denoiser, const DDIMSampler& sampler, uint64_t seed, const std::vector<uint64_t>& indices,
+void generate(Denoiser& denoiser, const Sampler& sampler, uint64_t seed, const std::vector<uint64_t>& indices,
               const ImageShape& shape, int64_t batch_size, int64_t micro_batch, const BatchDone& on_batch);
 
 }  // namespace vmddpm::host
