@@ -119,9 +119,9 @@ def placement_rows() -> dict[str, Row]:
 
 #: Every row by name. Ours first, then diffusers' with its defaults, then its variants.
 ROWS: dict[str, Row] = {
-    "ddim": Row("DDIM (eta 0, leading, x0 clipped)", "ours", _ours("ddim")),
-    "ddpm": Row("DDPM (ancestral, leading)", "ours", _ours("ddpm")),
-    "dpm-solver++": Row("DPM-Solver++(2M) (linspace, x0 clipped)", "ours", _ours("dpm-solver++")),
+    "ddim": Row("DDIM (eta 0, leading, x0 clipped)", "ours", _ours("ddim", spacing="leading")),
+    "ddpm": Row("DDPM (ancestral, leading)", "ours", _ours("ddpm", spacing="leading")),
+    "dpm-solver++": Row("DPM-Solver++(2M) (linspace, x0 clipped)", "ours", _ours("dpm-solver++", spacing="linspace")),
     "dpm-solver++-no-clip": Row(
         "DPM-Solver++(2M) (linspace, x0 not clipped: before this benchmark)", "ours",
         lambda schedule, steps: DPMSolverPP2MSampler(schedule, steps, clip_sample=False),

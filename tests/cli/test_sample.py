@@ -9,6 +9,7 @@ from PIL import Image
 from tests.cli.runner import error_line, invoke
 from vmddpm_deploy.checkpoint import init_checkpoint, save_checkpoint
 from vmddpm_deploy.diffusion import NoiseSchedule
+from vmddpm_deploy.choices import DEFAULT_SAMPLER, DEFAULT_SPACINGS
 
 
 def test_sample_writes_16_bit_pngs(tmp_path, micro_ckpt):
@@ -108,7 +109,7 @@ def test_sample_quiet_prints_one_json_summary(tmp_path, micro_ckpt):
     result = invoke("sample", micro_ckpt, "--n", 2, "--steps", 2, "--out", tmp_path / "q", "--quiet")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
-    assert summary["images"] == 2 and summary["denoiser_calls"] == 2 and summary["sampler"] == "ddim"
+    assert summary["images"] == 2 and summary["denoiser_calls"] == 2 and summary["sampler"] == DEFAULT_SAMPLER
 
 
 def test_sample_refuses_to_mix_runs_without_resume(tmp_path, micro_ckpt):
@@ -179,7 +180,7 @@ def test_sample_default_spacing_and_precision_are_recorded_resolved(tmp_path, mi
     out = tmp_path / "o"
     assert invoke("sample", micro_ckpt, "--n", 1, "--steps", 3, "--sampler", "dpm-solver++", "--out", out).exit_code == 0
     settings = json.loads((out / "progress.json").read_text())["settings"]
-    assert settings["spacing"] == "linspace" and settings["precision"] == "fp32"  # auto is fp32 for now
+    assert settings["spacing"] == DEFAULT_SPACINGS["dpm-solver++"] and settings["precision"] in ("fp32", "bf16")
 
 
 @pytest.mark.parametrize(

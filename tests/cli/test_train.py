@@ -11,6 +11,7 @@ from PIL import Image
 from tests.cli import runner as cli
 from tests.cli.runner import error_line
 from vmddpm_deploy.checkpoint import is_safetensors_file, load_checkpoint
+from vmddpm_deploy.choices import DEFAULT_SAMPLER
 
 def invoke(*args):
     return cli.invoke("train", *args)
@@ -127,7 +128,7 @@ def test_grids_use_the_sampling_default_and_are_reported_and_resized_data_noted_
     assert [line for line in lines if line.startswith("note:")] == [
         "note: the images are 12x10, the model 8x8: every image is resized to it"]
     grid_lines = [line for line in lines if "sample grid" in line]
-    assert len(grid_lines) == 1 and grid_lines[0].startswith("2 sample grid(s) (ddim 3 steps) in ")
+    assert len(grid_lines) == 1 and grid_lines[0].startswith(f"2 sample grid(s) ({DEFAULT_SAMPLER} 3 steps) in ")
     assert grid_lines[0].endswith(f"{tmp_path / 'ckpt.samples'}/ (step_0000001.png, step_0000002.png)")
 
     quiet = invoke(*common, "--sample-every", 2, "--force", "--quiet")

@@ -333,14 +333,17 @@ def test_a_sample_does_not_depend_on_its_batch(name):
     assert not torch.allclose(batch[0], batch[1])
 
 
-def test_make_sampler_builds_each_sampler_with_diffusers_default_spacing():
+def test_make_sampler_builds_each_sampler_with_its_default_spacing():
     schedule = NoiseSchedule()
     ddpm = make_sampler("ddpm", schedule, 10)
     ddim = make_sampler("ddim", schedule, 10, eta=0.3)
     dpm = make_sampler("dpm-solver++", schedule, 10)
+    # diffusers' defaults for DDPM and DDIM; DPM-Solver++ takes the placement the quality grid chose,
+    # while the class itself keeps diffusers' linspace.
     assert isinstance(ddpm, DDPMSampler) and ddpm.spacing == "leading" and ddpm.clip_sample
     assert isinstance(ddim, DDIMSampler) and ddim.spacing == "leading" and ddim.eta == 0.3 and ddim.clip_sample
-    assert isinstance(dpm, DPMSolverPP2MSampler) and dpm.spacing == "linspace"
+    assert isinstance(dpm, DPMSolverPP2MSampler) and dpm.spacing == "karras"
+    assert DPMSolverPP2MSampler(schedule, 10).spacing == "linspace"
     assert make_sampler("ddim", schedule, 10, spacing="trailing").timesteps[0] == T - 1
     assert make_sampler("ddpm", schedule, 10, eta=0.0) == ddpm  # what SamplingSettings passes
     assert all(isinstance(s, Sampler) for s in (ddpm, ddim, dpm))
@@ -364,7 +367,8 @@ def test_make_sampler_builds_each_sampler_with_diffusers_default_spacing():
         (("dpm-solver++", 10), {"spacing": "uniform"}, "unknown timestep spacing 'uniform'"),
         (("ddim", 50), {"spacing": "quadratic"}, "quadratic spacing repeats timesteps at 50 steps; use at most 29"),
         (("dpm-solver++", 100), {"spacing": "karras"}, "karras spacing repeats timesteps at 100 steps; use at most 78"),
-        (("dpm-solver++", 1000), {}, "use at most 999"),
+        (("dpm-solver++", 1000), {"spacing": "linspace"}, "use at most 999"),
+        (("dpm-solver++", 100), {}, "karras spacing repeats timesteps at 100 steps; use at most 78"),
     ],
 )
 def test_make_sampler_rejects_bad_arguments_in_one_line(args, kwargs, phrase):

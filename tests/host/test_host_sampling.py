@@ -39,7 +39,8 @@ def micro_checkpoint():
     "sampler_name,steps,eta,spacing,schedule_kind",
     # None: that setting is given to neither side, so the host's default must be Python's.
     [("ddim", 10, 0.0, "leading", "linear"), ("ddim", 7, 0.6, "trailing", "linear"),
-     ("ddim", 9, 1.0, "linspace", "cosine"), (None, None, 0.0, None, "linear"),
+     ("ddim", 9, 1.0, "linspace", "cosine"), (None, None, 0.0, None, "linear"), ("ddim", 10, 0.0, None, "linear"),
+     ("ddim-ab2", 7, 0.0, None, "cosine"),
      ("ddim", 8, 0.0, "quadratic", "linear"), ("ddim", 8, 0.5, "karras", "linear"),
      ("ddim", 12, 0.0, "logsnr", "linear"), ("ddim", 5, 0.0, "karras", "cosine"),
      ("ddim", 8, 0.0, "logsnr", "cosine"), ("ddim-ab2", 8, 0.0, "quadratic", "linear"),
@@ -102,13 +103,13 @@ def test_replay_at_the_manifests_timesteps_reproduces_python(host, micro_checkpo
     recording = recorder.close()
 
     result = host.run("sample", "--export-dir", export_dir, "--replay", recording, "--n", 3, "--batch-size", 2,
-                      "--eta", eta, "--seed", 5, "--out", tmp_path / "out", "--npy", tmp_path / "x0.npy")
+                      "--sampler", "ddim", "--eta", eta, "--seed", 5, "--out", tmp_path / "out", "--npy", tmp_path / "x0.npy")
     assert result.returncode == 0, result.stderr
     assert "ddim 5 steps" in result.stdout and "the manifest's timesteps" in result.stdout
     assert np.abs(np.load(tmp_path / "x0.npy") - expected).max() <= 1e-5
     # --steps asks for a placement instead: other timesteps than the recording's, refused.
     placed = host.run("sample", "--export-dir", export_dir, "--replay", recording, "--n", 3, "--batch-size", 2,
-                      "--steps", 5, "--eta", eta, "--seed", 5, "--out", tmp_path / "out2")
+                      "--sampler", "ddim", "--steps", 5, "--eta", eta, "--seed", 5, "--out", tmp_path / "out2")
     assert placed.returncode == 8 and "other timesteps or batch size" in placed.stderr
 
 

@@ -22,7 +22,7 @@ from vmddpm_deploy.diffusion.ddpm import DDPMSampler
 from vmddpm_deploy.diffusion.denoiser import Denoiser
 from vmddpm_deploy.diffusion.dpm_solver import DPMSolverPP2MSampler
 from vmddpm_deploy.diffusion.schedule import NoiseSchedule
-from vmddpm_deploy.choices import DEFAULT_SAMPLER, DEFAULT_STEPS
+from vmddpm_deploy.choices import DEFAULT_SAMPLER, DEFAULT_SPACINGS, DEFAULT_STEPS
 from vmddpm_deploy.errors import InvalidArgumentError
 
 #: Every sampler by its CLI / config name, one per name of ``choices.SAMPLERS``.
@@ -107,9 +107,8 @@ def make_sampler(
 ) -> Sampler:
     """The sampler called ``name`` (a key of :data:`SAMPLERS`) over ``steps`` timesteps.
 
-    ``spacing`` (one of ``TIMESTEP_SPACINGS``) picks the timesteps; ``None`` takes diffusers'
-    default for that sampler (``leading`` for DDPM, DDIM and multistep DDIM as for PNDM,
-    ``linspace`` for DPM-Solver++). ``eta`` is DDIM's stochasticity and must stay 0 for the
+    ``spacing`` (one of ``TIMESTEP_SPACINGS``) picks the timesteps; ``None`` takes the sampler's
+    entry in :data:`~vmddpm_deploy.choices.DEFAULT_SPACINGS`. ``eta`` is DDIM's stochasticity and must stay 0 for the
     others: DDPM's noise is fixed by its posterior, multistep DDIM and DPM-Solver++ 2M are
     deterministic ODE solvers. ``timesteps`` (e.g. a ``tune-schedule`` file's, ``steps`` of them)
     replaces the placement, so it excludes ``spacing``.
@@ -123,9 +122,11 @@ def make_sampler(
         raise InvalidArgumentError(f"eta applies to ddim only; drop it for {name}")
     if timesteps is not None and spacing is not None:
         raise InvalidArgumentError("give either a spacing or explicit timesteps, not both: each places the timesteps")
-    options: dict[str, Any] = {} if spacing is None else {"spacing": spacing}
+    options: dict[str, Any] = {}
     if timesteps is not None:
         options["timesteps"] = tuple(timesteps)
+    else:
+        options["spacing"] = DEFAULT_SPACINGS[name] if spacing is None else spacing
     if name == "ddim":
         options["eta"] = float(eta)
     return SAMPLERS[name](schedule, steps, **options)

@@ -223,7 +223,7 @@ def noise_level_timesteps(schedule: NoiseSchedule, steps: int, spacing: str) -> 
         most = next(
             n for n in range(steps - 1, 0, -1) if np.all(np.diff(_noise_level_candidates(schedule, n, spacing)) < 0)
         )
-        raise InvalidArgumentError(f"{spacing} spacing repeats timesteps at {steps} steps; use at most {most}")
+        raise InvalidArgumentError(f"{spacing} spacing repeats timesteps at {steps} steps; use at most {most}, or another spacing")
     return [int(t) for t in timesteps]
 
 

@@ -146,7 +146,7 @@ std::vector<int64_t> noise_level_timesteps(const std::vector<double>& alphas_cum
     int64_t most = steps - 1;
     while (most > 1 && !strictly_descending(noise_level_candidates(alphas_cumprod, most, spacing))) --most;
     throw HostError(ExitCode::kInvalidArgument, spacing + " spacing repeats timesteps at " + std::to_string(steps) +
-                                                    " steps; use at most " + std::to_string(most));
+                                                    " steps; use at most " + std::to_string(most) + ", or another spacing");
   }
   return timesteps;
 }

@@ -35,12 +35,13 @@ namespace {
 const char* const kUsage =
     "usage:\n"
     "  vmddpm_host sample --export-dir DIR [--engine PLAN | --replay FILE] [--plugin-lib PATH]\n"
-    "                     [--n 16] [--batch-size 8] [--micro-batch B] [--sampler ddim]\n"
-    "                     [--steps 20] [--spacing leading] [--eta 0]\n"
+    "                     [--n 16] [--batch-size 8] [--micro-batch B] [--sampler dpm-solver++]\n"
+    "                     [--steps 8] [--spacing S] [--eta 0]\n"
     "                     [--seed 0] [--out samples] [--npy FILE] [--no-images]\n"
     "                     --sampler: ddim, ddim-ab2 or ddim-ab3 (multistep DDIM), dpm-solver++\n"
     "                     (DPM-Solver++(2M)); all but ddim are deterministic (eta 0)\n"
-    "                     --spacing: leading, trailing, linspace, quadratic, logsnr or karras\n"
+    "                     --spacing: leading, trailing, linspace, quadratic, logsnr or karras;\n"
+    "                     default karras for dpm-solver++, leading for the others\n"
     "                     default: the manifest's timesteps when it has them (export --timesteps)\n"
     "  vmddpm_host noise --seed S --index I --stream R --count N --out FILE.npy\n"
     "  vmddpm_host info --export-dir DIR [--json]\n"
@@ -145,12 +146,12 @@ int run_sample(Options& options) {
   const int64_t micro_batch = static_cast<int64_t>(options.unsigned_int("micro-batch", static_cast<uint64_t>(batch_size), 1));
   // Python's DEFAULT_SAMPLER, DEFAULT_STEPS and DEFAULT_SPACING (vmddpm_deploy/choices.py);
   // tests/host checks they agree.
-  const std::string sampler_name = options.text("sampler", "ddim");
+  const std::string sampler_name = options.text("sampler", "dpm-solver++");
   // The manifest's timesteps (export --timesteps) unless --steps or --spacing asks for a placement.
   const bool manifest_timesteps = !manifest.timesteps.empty() && !options.has("steps") && !options.has("spacing");
-  const int64_t steps = static_cast<int64_t>(options.unsigned_int("steps", 20, 1));
+  const int64_t steps = static_cast<int64_t>(options.unsigned_int("steps", 8, 1));
   const double eta = options.real("eta", 0.0);
-  const std::string spacing = options.text("spacing", "leading");
+  const std::string spacing = options.text("spacing", default_spacing(sampler_name));
   const uint64_t seed = options.unsigned_int("seed", 0);
   const std::filesystem::path out = options.text("out", "samples");
   const std::string npy = options.text("npy");

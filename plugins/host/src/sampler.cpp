@@ -20,6 +20,11 @@ void check_name(const std::string& name) {
 
 const char* const kSamplerNames = "ddim, ddim-ab2, ddim-ab3 or dpm-solver++";
 
+std::string default_spacing(const std::string& name) {
+  check_name(name);
+  return name == "dpm-solver++" ? "karras" : "leading";
+}
+
 std::vector<int64_t> sampler_timesteps(const std::string& name, const std::vector<double>& alphas_cumprod,
                                        int64_t steps, const std::string& spacing) {
   check_name(name);

@@ -27,6 +27,9 @@ class Sampler {
 // The samplers the host runs, as vmddpm_deploy.choices.HOST_SAMPLERS names them.
 extern const char* const kSamplerNames;
 
+// Where `name`'s timesteps sit when no --spacing is given, as vmddpm_deploy.choices.DEFAULT_SPACINGS.
+std::string default_spacing(const std::string& name);
+
 // The timesteps sampler `name` takes for `steps` and `spacing` (DPM-Solver++ places its own).
 std::vector<int64_t> sampler_timesteps(const std::string& name, const std::vector<double>& alphas_cumprod,
                                        int64_t steps, const std::string& spacing);
