@@ -69,7 +69,7 @@ def test_bf16_runs_convolutions_in_bf16_and_norms_accumulate_in_fp32():
         torch.testing.assert_close(low.float(), exact.to(torch.bfloat16).float(), rtol=8e-3, atol=8e-3)
 
 
-def test_auto_precision_is_bf16_only_where_allowed_and_native(tmp_path, monkeypatch):
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(tmp_path, monkeypatch):
     from vmddpm_deploy.runtime import torch_backend
 
     with_bf16, without = tmp_path / "with", tmp_path / "without"
@@ -77,8 +77,6 @@ def test_auto_precision_is_bf16_only_where_allowed_and_native(tmp_path, monkeypa
     without.write_text("processor : 0\nflags : fpu sse avx2 avx512f\n")
     assert torch_backend.cpu_has_native_bf16(with_bf16) and not torch_backend.cpu_has_native_bf16(without)
     assert not torch_backend.cpu_has_native_bf16(tmp_path / "missing")
-    assert torch_backend.resolve_precision("auto", "cpu") == "fp32"  # AUTO_PICKS_BF16 is off until the grid says
-    monkeypatch.setattr(torch_backend, "AUTO_PICKS_BF16", True)
     for native in (True, False):
         monkeypatch.setattr(torch_backend, "cpu_has_native_bf16", lambda native=native: native)
         assert torch_backend.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")

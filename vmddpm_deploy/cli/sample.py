@@ -76,7 +76,8 @@ def sample(
         Precision,
         typer.Option(
             help="Arithmetic of the torch backend: fp32, or bf16 (autocast; the CPU path, fast where the CPU "
-            "has native bf16). auto: fp32 for now (README \"Fewer calls and bf16 on the CPU\" says why)."
+            "has native bf16). auto: bf16 on a CPU with native bf16 (avx512_bf16 or AMX), fp32 elsewhere "
+            "(README \"Fast sampling at equal quality\" says why)."
         ),
     ] = Precision("auto"),
     batch_size: Annotated[

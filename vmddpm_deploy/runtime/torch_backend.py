@@ -12,10 +12,6 @@ from vmddpm_deploy.choices import TORCH_PRECISIONS
 from vmddpm_deploy.errors import InvalidArgumentError
 from vmddpm_deploy.runtime.arithmetic import device_description
 
-#: Whether ``--precision auto`` picks bf16 on a CPU with native bf16. It stays False until the
-#: quality grid (benchmarks/bench_quality.py, README "Fewer calls and bf16 on the CPU") shows bf16
-#: samples equal to fp32's on two seeds.
-AUTO_PICKS_BF16 = False
 #: /proc/cpuinfo flags of CPUs whose bf16 matrix products run natively (oneDNN uses them).
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -32,12 +28,14 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 def resolve_precision(precision: str, device: str | torch.device) -> str:
     """``auto`` -> the precision the torch backend runs on ``device``; other names pass through.
 
-    ``auto`` is bf16 only where :data:`AUTO_PICKS_BF16` allows it, on a CPU with native bf16;
-    elsewhere fp32. bf16 is a CPU path: a GPU runs fp16 through TensorRT.
+    ``auto`` is bf16 on a CPU with native bf16, where the quality grid showed its samples equal to
+    fp32's on two seeds (README, "Fast sampling at equal quality"), and fp32 elsewhere: bf16
+    emulated without those instructions is slower than fp32. bf16 is a CPU path: a GPU runs fp16
+    through TensorRT.
     """
     if precision == "auto":
         native = torch.device(device).type == "cpu" and cpu_has_native_bf16()
-        return "bf16" if AUTO_PICKS_BF16 and native else "fp32"
+        return "bf16" if native else "fp32"
     if precision not in TORCH_PRECISIONS:
         raise InvalidArgumentError(f"torch precision must be one of auto, {', '.join(TORCH_PRECISIONS)}, got {precision!r}")
     return precision
