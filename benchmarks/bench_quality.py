@@ -250,12 +250,13 @@ def plot(summary: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
-    for row in ROWS:
+    shown = [row for row in ROWS if any(e["row"] == row for e in summary)]
+    colours, markers = plt.get_cmap("tab20").colors, "os^Dv<>"  # one colour and marker pair per row
+    for i, row in enumerate(shown):
         entries = [e for e in summary if e["row"] == row]
-        if not entries:
-            continue
         style = "-" if ROWS[row].implementation == "ours" else "--"
-        axis.plot([e["nfe"] for e in entries], [e["fid_mean"] for e in entries], style, marker="o", label=row)
+        axis.plot([e["nfe"] for e in entries], [e["fid_mean"] for e in entries], style, color=colours[i % 20],
+                  marker=markers[i % len(markers)], label=row)
     axis.set_xscale("log")
     axis.minorticks_off()
     nfes = sorted({e["nfe"] for e in summary})
