@@ -67,7 +67,7 @@ def sample_command(args: argparse.Namespace, ckpt: Path, out: Path, image_format
                    resume: bool) -> list[str]:
     command = [
         sys.executable, "-c", "from vmddpm_deploy.cli import main; main()", "sample", str(ckpt),
-        "--n", str(args.n), "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--eta", "0.5",
+        "--n", str(args.n), "--batch-size", str(args.batch_size), "--sampler", "ddim", "--steps", str(args.steps), "--eta", "0.5",
         "--seed", "7", "--format", image_format, "--shard", shard, "--out", str(out), "--quiet",
     ]
     return command + (["--resume"] if resume else [])

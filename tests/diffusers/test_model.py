@@ -78,6 +78,7 @@ def test_diffusers_ddim_pipeline_matches_our_sample_command(tmp_path, checkpoint
     seed, n, steps = 7, 3, 10
     out = tmp_path / "samples"
     result = invoke("sample", tmp_path / "pretrained", "--n", n, "--sampler", "ddim", "--steps", steps, "--seed", seed,
+                    "--precision", "fp32",
                     "--batch-size", n, "--format", "npz", "--out", out)
     assert result.exit_code == 0, result.output
     ours = np.load(out / "samples.npz")["images"].astype(np.float64) / 65535.0  # (n, C, H, W) in [0, 1]

@@ -99,7 +99,9 @@ def test_spec_round_trips_and_pins_the_diffusers_version():
 
 
 def _sample(ckpt, out, *extra):
-    return invoke("sample", ckpt, "--n", 4, "--steps", 5, "--batch-size", 2, "--format", "npz", "--out", out, *extra)
+    # fp32: the library run it is compared with computes in fp32 (auto is bf16 on a CPU with native bf16).
+    return invoke("sample", ckpt, "--n", 4, "--steps", 5, "--batch-size", 2, "--precision", "fp32", "--format", "npz",
+                  "--out", out, *extra)
 
 
 def test_sample_with_a_diffusers_scheduler_matches_the_library_run(tmp_path, micro_ckpt):

@@ -73,7 +73,7 @@ def run_in_process(ckpt, out, shard, denoiser=None, resume=False, image_format="
 def test_ray_run_equals_the_job_array_and_the_single_process_run(tmp_path, ray_instance, micro_ckpt):
     out = tmp_path / "ray"
     result = runner.invoke(app, [
-        "sample", str(micro_ckpt), "--n", "5", "--sampler", "ddim", "--steps", "3", "--eta", "0.5", "--seed", "11", "--batch-size", "2",
+        "sample", str(micro_ckpt), "--n", "5", "--sampler", "ddim", "--steps", "3", "--eta", "0.5", "--precision", "fp32", "--seed", "11", "--batch-size", "2",
         "--out", str(out), "--ray", "local", "--workers", "2", "--quiet",
     ])
     assert result.exit_code == 0, result.output

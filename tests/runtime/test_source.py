@@ -47,7 +47,8 @@ def test_sample_from_export_dir_equals_checkpoint(exported, tmp_path):
     runner = CliRunner()
     for name, src, backend in (("torch", ckpt, "torch"), ("ort", export_dir, "onnxruntime")):
         result = runner.invoke(app, ["sample", str(src), "--n", "3", "--steps", "4", "--batch-size", "2",
-                                     "--backend", backend, "--out", str(tmp_path / name), "--quiet"])
+                                     "--backend", backend, "--precision", "fp32", "--out", str(tmp_path / name),
+                                     "--quiet"])
         assert result.exit_code == 0, result.output
     for index in range(3):
         a = np.asarray(Image.open(tmp_path / "torch" / f"{index:05d}.png"), dtype=np.int64)

@@ -33,7 +33,8 @@ SETTINGS = TrainSettings(steps=4, batch_size=3, lr=1e-3, warmup_steps=2, checkpo
 
 def test_a_short_run_writes_checkpoint_state_and_loss_log(tmp_path, micro_config):
     out = tmp_path / "run" / "ckpt.pt"
-    result = train(blobs(), out, dataclasses.replace(SETTINGS, sample_every=4), micro_config)
+    # DDIM: on 4 steps' weights a second-order solver saturates the micro model's tiles to flat fills.
+    result = train(blobs(), out, dataclasses.replace(SETTINGS, sample_every=4, sample_sampler="ddim"), micro_config)
     assert result.steps_done == 4 and result.steps_run == 4 and len(result.losses) == 4
     assert all(np.isfinite(result.losses)) and result.ms_per_step > 0
     checkpoint = load_checkpoint(out)
