@@ -133,3 +133,24 @@ def test_export_with_a_bad_schedule_file_is_one_line_and_writes_nothing(tmp_path
     result = invoke("export", micro_ckpt, "-o", tmp_path / "export", "--timesteps", path)
     assert result.exit_code == 2 and "is not a vmddpm-deploy-timesteps/1 file" in error_line(result)
     assert not (tmp_path / "export").exists()
+
+
+def test_sample_of_an_export_runs_at_its_manifests_timesteps_unless_a_placement_is_asked_for(
+    tmp_path, micro_ckpt, schedule_file
+):
+    export_dir = tmp_path / "export"
+    result = invoke("export", micro_ckpt, "-o", export_dir, "--ops", "portable", "--dtype", "fp32", "--timesteps",
+                    schedule_file, "--quiet")
+    assert result.exit_code == 0, result.output
+    listed = list(read_schedule(schedule_file).timesteps)
+    result = invoke("sample", export_dir, "--n", 1, "--out", tmp_path / "manifest")
+    assert result.exit_code == 0, result.output
+    assert "the export's manifest lists" in result.output
+    settings = json.loads((tmp_path / "manifest" / "progress.json").read_text())["settings"]
+    assert settings["timesteps"] == listed and settings["steps"] == len(listed)
+    for args in (["--steps", 3], ["--spacing", "leading"]):
+        result = invoke("sample", export_dir, "--n", 1, "--out", tmp_path / str(args[0]), *args)
+        assert result.exit_code == 0, result.output
+        assert "the export's manifest lists" not in result.output
+        settings = json.loads((tmp_path / str(args[0]) / "progress.json").read_text())["settings"]
+        assert settings["timesteps"] is None

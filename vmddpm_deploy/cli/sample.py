@@ -69,7 +69,8 @@ def sample(
         typer.Option(
             metavar="FILE",
             help="Run at the timesteps of a tune-schedule file instead of --steps / --spacing (ddpm, ddim, ddim-ab2, "
-            "ddim-ab3, dpm-solver++); recorded in the run's settings like --spacing.",
+            "ddim-ab3, dpm-solver++); recorded in the run's settings like --spacing. An export made with "
+            "--timesteps runs at its manifest's list unless --steps, --spacing or --timesteps is given.",
         ),
     ] = None,
     precision: Annotated[
@@ -181,7 +182,17 @@ def sample(
         if steps is not None and steps != tuned.nfe:
             raise InvalidArgumentError(f"--steps {steps} conflicts with --timesteps {timesteps}, which lists {tuned.nfe}; drop --steps")
         steps = tuned.nfe
-    elif steps is None:
+    manifest_timesteps, opened = None, None
+    if tuned is None and steps is None and spacing is None and scheduler is None:
+        # An export made with --timesteps samples at them unless another placement is asked for,
+        # as vmddpm_host does; the source is opened once and handed to plan_job.
+        from vmddpm_deploy.runtime.source import open_source
+
+        opened = open_source(source)
+        if opened.manifest is not None and opened.manifest.timesteps is not None:
+            manifest_timesteps = opened.manifest.timesteps
+            steps = len(manifest_timesteps)
+    if steps is None:
         steps = DEFAULT_STEPS
     if device == "auto":
         device = str(resolve_device(device))
@@ -189,11 +200,14 @@ def sample(
         raise OutputError(f"output path {out} exists and is not a directory; choose another --out")
 
     plan = plan_job(
-        source, n=n, sampler=sampler.value, steps=steps, eta=eta, seed=seed, image_format=image_format.value,
+        opened if opened is not None else source, n=n, sampler=sampler.value, steps=steps, eta=eta, seed=seed, image_format=image_format.value,
         shard=shard_spec, batch_size=batch_size, scheduler=_scheduler_choice(scheduler, scheduler_config),
         spacing=None if spacing is None else spacing.value, precision=precision.value,
-        timesteps=None if tuned is None else tuned.timesteps,
+        timesteps=tuned.timesteps if tuned is not None else manifest_timesteps,
     )
+    if manifest_timesteps is not None and not quiet:
+        print_note(f"sampling at the {steps} timesteps the export's manifest lists (export --timesteps); "
+                   "--steps or --spacing asks for a placement instead")
     if tuned is not None and tuned.source_sha256 not in _model_digests(plan.source):
         print_note(
             f"--timesteps {timesteps} was tuned for another model (sha256 {tuned.source_sha256[:12]}...); "
