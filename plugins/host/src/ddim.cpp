@@ -12,14 +12,18 @@ namespace {
 // numpy's round(): half to even, what std::nearbyint does in the default rounding mode.
 int64_t round_half_even(double value) { return static_cast<int64_t>(std::nearbyint(value)); }
 
-}  // namespace
-
-std::vector<int64_t> spaced_timesteps(int64_t num_train_timesteps, int64_t steps, const std::string& spacing) {
-  const int64_t T = num_train_timesteps;
+void check_step_count(int64_t T, int64_t steps) {
   if (steps < 1 || steps > T) {
     throw HostError(ExitCode::kInvalidArgument, "--steps must be in [1, " + std::to_string(T) + "], got " +
                                                     std::to_string(steps));
   }
+}
+
+}  // namespace
+
+std::vector<int64_t> spaced_timesteps(int64_t num_train_timesteps, int64_t steps, const std::string& spacing) {
+  const int64_t T = num_train_timesteps;
+  check_step_count(T, steps);
   std::vector<int64_t> timesteps(static_cast<size_t>(steps));
   if (spacing == "leading") {
     // np.arange(steps)[::-1] * (T // steps)
@@ -106,6 +110,14 @@ bool strictly_descending(const std::vector<int64_t>& timesteps) {
   return true;
 }
 
+// The largest step count below `steps` (1 at least) whose candidates(count) repeat no timestep.
+template <typename Candidates>
+int64_t most_distinct_steps(int64_t steps, const Candidates& candidates) {
+  int64_t most = steps - 1;
+  while (most > 1 && !strictly_descending(candidates(most))) --most;
+  return most;
+}
+
 // DPM-Solver++'s grid candidates (vmddpm_deploy.diffusion.dpm_solver._candidate_timesteps).
 std::vector<int64_t> grid_candidates(int64_t T, int64_t steps, const std::string& spacing) {
   if (spacing == "trailing") return spaced_timesteps(T, steps, spacing);
@@ -132,19 +144,15 @@ std::vector<int64_t> grid_candidates(int64_t T, int64_t steps, const std::string
 
 std::vector<int64_t> noise_level_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
                                            const std::string& spacing) {
-  const int64_t T = static_cast<int64_t>(alphas_cumprod.size());
-  if (steps < 1 || steps > T) {
-    throw HostError(ExitCode::kInvalidArgument, "--steps must be in [1, " + std::to_string(T) + "], got " +
-                                                    std::to_string(steps));
-  }
+  check_step_count(static_cast<int64_t>(alphas_cumprod.size()), steps);
   if (!is_noise_level_spacing(spacing)) {
     throw HostError(ExitCode::kInvalidArgument,
                     "unknown --spacing \"" + spacing + "\"; choose one of quadratic, logsnr, karras");
   }
   std::vector<int64_t> timesteps = noise_level_candidates(alphas_cumprod, steps, spacing);
   if (!strictly_descending(timesteps)) {
-    int64_t most = steps - 1;
-    while (most > 1 && !strictly_descending(noise_level_candidates(alphas_cumprod, most, spacing))) --most;
+    const int64_t most = most_distinct_steps(
+        steps, [&](int64_t count) { return noise_level_candidates(alphas_cumprod, count, spacing); });
     throw HostError(ExitCode::kInvalidArgument, spacing + " spacing repeats timesteps at " + std::to_string(steps) +
                                                     " steps; use at most " + std::to_string(most) + ", or another spacing");
   }
@@ -159,19 +167,13 @@ std::vector<int64_t> inference_timesteps(const std::vector<double>& alphas_cumpr
 
 std::vector<int64_t> dpm_solver_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
                                           const std::string& spacing) {
+  if (is_noise_level_spacing(spacing)) return noise_level_timesteps(alphas_cumprod, steps, spacing);
   const int64_t T = static_cast<int64_t>(alphas_cumprod.size());
-  if (spacing == "quadratic" || spacing == "logsnr" || spacing == "karras") {
-    return noise_level_timesteps(alphas_cumprod, steps, spacing);
-  }
-  if (steps < 1 || steps > T) {
-    throw HostError(ExitCode::kInvalidArgument, "--steps must be in [1, " + std::to_string(T) + "], got " +
-                                                    std::to_string(steps));
-  }
+  check_step_count(T, steps);
   std::vector<int64_t> timesteps = grid_candidates(T, steps, spacing);
   if (!strictly_descending(timesteps)) {
     // A repeated timestep is a zero log-SNR step h, which r = h_{k-1} / h_k would divide by.
-    int64_t most = steps - 1;
-    while (most > 1 && !strictly_descending(grid_candidates(T, most, spacing))) --most;
+    const int64_t most = most_distinct_steps(steps, [&](int64_t count) { return grid_candidates(T, count, spacing); });
     throw HostError(ExitCode::kInvalidArgument, "dpm-solver++ with " + spacing + " spacing repeats timesteps at " +
                                                     std::to_string(steps) + " steps; use at most " +
                                                     std::to_string(most));
@@ -249,10 +251,7 @@ void DDIMSampler::step(size_t k, float* x, const float* eps_k, const float* nois
   const float sigma = static_cast<float>(c.sigma);
   const bool add_noise = c.sigma > 0.0;
   for (int64_t i = 0; i < count; ++i) {
-    // torch.add(x, eps, alpha=-eps_scale).mul_(inv_sqrt_alpha_bar): ATen's vectorised add
-    // computes x + alpha * eps as one fused multiply-add.
-    float x0 = std::fma(eps[i], minus_eps_scale, x[i]) * inv_sqrt_alpha_bar;
-    if (clip_sample_) x0 = std::min(std::max(x0, -1.0f), 1.0f);
+    const float x0 = predict_x0(x[i], eps[i], minus_eps_scale, inv_sqrt_alpha_bar, clip_sample_);
     float next = std::fma(eps[i], eps_coeff, x0 * x0_coeff);  // x0.mul_(x0_coeff).add_(eps, alpha=eps_coeff)
     if (add_noise) next = std::fma(noise[i], sigma, next);     // .add_(noise, alpha=sigma)
     x[i] = next;

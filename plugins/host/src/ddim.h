@@ -18,6 +18,8 @@
 // add(x, y, alpha) fuses them).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -46,6 +48,14 @@ std::vector<int64_t> inference_timesteps(const std::vector<double>& alphas_cumpr
 // spacings), as vmddpm_deploy.diffusion.dpm_solver.dpm_solver_timesteps, refusing repeats.
 std::vector<int64_t> dpm_solver_timesteps(const std::vector<double>& alphas_cumprod, int64_t steps,
                                           const std::string& spacing);
+
+// schedule.py's predict_x0 for one element: torch.add(x, eps, alpha=-sqrt(1 - a_t)).mul_(1 / sqrt(a_t)),
+// clamped to [-1, 1] when `clip`. ATen's vectorised add computes x + alpha * eps as one fused
+// multiply-add. DDIM, multistep DDIM and DPM-Solver++ all predict x0 this way.
+inline float predict_x0(float x, float eps, float minus_eps_scale, float inv_sqrt_alpha_bar, bool clip) {
+  const float x0 = std::fma(eps, minus_eps_scale, x) * inv_sqrt_alpha_bar;
+  return clip ? std::min(std::max(x0, -1.0f), 1.0f) : x0;
+}
 
 // Throws HostError(kInvalidArgument) unless `timesteps` are distinct, descending, in [0, T - 1] and
 // at least one, as vmddpm_deploy.diffusion.schedule.check_timesteps.

@@ -38,12 +38,7 @@ void DPMSolverPP2MSampler::step(size_t k, float* x, const float* eps, const floa
   const float minus_eps_scale = static_cast<float>(-c.eps_scale);
   const float inv_alpha = static_cast<float>(c.inv_alpha);
   std::vector<float> x0(static_cast<size_t>(count));
-  for (int64_t i = 0; i < count; ++i) {
-    // predict_x0: torch.add(x, eps, alpha=-sigma_s).mul_(1 / alpha_s), clamped.
-    float value = std::fma(eps[i], minus_eps_scale, x[i]) * inv_alpha;
-    if (clip_sample_) value = std::min(std::max(value, -1.0f), 1.0f);
-    x0[i] = value;
-  }
+  for (int64_t i = 0; i < count; ++i) x0[i] = predict_x0(x[i], eps[i], minus_eps_scale, inv_alpha, clip_sample_);
   if (c.to_clean) {
     std::copy(x0.begin(), x0.end(), x);
   } else if (k == 0) {

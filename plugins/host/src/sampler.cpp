@@ -9,6 +9,9 @@
 namespace vmddpm::host {
 namespace {
 
+// The samplers the host runs, as vmddpm_deploy.choices.HOST_SAMPLERS names them.
+constexpr const char* kSamplerNames = "ddim, ddim-ab2, ddim-ab3 or dpm-solver++";
+
 void check_name(const std::string& name) {
   if (name != "ddim" && name != "ddim-ab2" && name != "ddim-ab3" && name != "dpm-solver++") {
     throw HostError(ExitCode::kInvalidArgument,
@@ -17,8 +20,6 @@ void check_name(const std::string& name) {
 }
 
 }  // namespace
-
-const char* const kSamplerNames = "ddim, ddim-ab2, ddim-ab3 or dpm-solver++";
 
 std::string default_spacing(const std::string& name) {
   check_name(name);

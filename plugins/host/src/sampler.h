@@ -24,9 +24,6 @@ class Sampler {
                     StepHistory& history) const = 0;
 };
 
-// The samplers the host runs, as vmddpm_deploy.choices.HOST_SAMPLERS names them.
-extern const char* const kSamplerNames;
-
 // Where `name`'s timesteps sit when no --spacing is given, as vmddpm_deploy.choices.DEFAULT_SPACINGS.
 std::string default_spacing(const std::string& name);
 
